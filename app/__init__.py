@@ -1,0 +1,1 @@
+"""The perflaw service: settings, database, storage, REST routes, auth and the CLI."""

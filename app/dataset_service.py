@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import ProblemError
+from app.law_service import law_profile_params
 from app.models import Dataset, DatasetProfile
 from app.settings import Settings
 from app.storage import Storage
@@ -46,13 +46,15 @@ def load_dataset_arrays(storage: Storage, dataset: Dataset) -> SequenceDataset:
 
 
 def compute_profile_row(session: Session, storage: Storage, dataset: Dataset, params: ProfileParams) -> DatasetProfile:
-    """Compute and insert the profile; a concurrent insert of the same profile wins quietly."""
+    """Compute and insert the profile; a concurrent insert of the same profile wins quietly.
+
+    Raises:
+        ValueError: the parameters cannot be used on this dataset (e.g. r >= 1 on ids that
+            are not integers).
+    """
     arrays = load_dataset_arrays(storage, dataset)
     started = time.perf_counter()
-    try:
-        profile = profile_dataset(arrays, params).to_dict()
-    except ValueError as error:
-        raise ProblemError(422, str(error)) from None
+    profile = profile_dataset(arrays, params).to_dict()
     row = DatasetProfile(
         dataset_id=dataset.id,
         params_key=profile_params_key(params),
@@ -68,12 +70,8 @@ def compute_profile_row(session: Session, storage: Storage, dataset: Dataset, pa
 
 
 def data_term_for(session: Session, storage: Storage, dataset: Dataset, max_len: int) -> tuple[float, float, float]:
-    """Return (tokens, apen, d_prime) of the dataset's default profile at max_len.
-
-    The default profile is the Pincus ApEn with m = 2 and exact matching (r = 0), the
-    parameters the reference law is calibrated with.
-    """
-    params = ProfileParams(m=2, r=0.0, max_len=max_len, variant="pincus")
+    """Return (tokens, apen, d_prime) of the dataset with the ApEn settings the laws use."""
+    params = law_profile_params(max_len)
     stored = find_profile(session, dataset.id, profile_params_key(params)) or compute_profile_row(
         session, storage, dataset, params
     )

@@ -112,3 +112,105 @@ class RunPublic(BaseModel):
 class RunList(BaseModel):
     items: list[RunPublic]
     next_cursor: str | None
+
+
+RobustLoss = Literal["linear", "soft_l1", "huber", "cauchy", "arctan"]
+LawChoice = int | Literal["reference"]
+BudgetKind = Literal["params", "non_embedding_params", "flops"]
+
+
+class LawFitRequest(StrictModel):
+    """Which runs to fit, and how. Runs must share one protocol and architecture."""
+
+    metric: MetricName = "ndcg@10"
+    form: str = Field("performance_law", max_length=64, description="performance_law or scaling_law.")
+    protocol: Protocol | None = Field(None, description="Only runs of this protocol; required when runs mix protocols.")
+    arch: Arch | None = None
+    dataset_id: int | None = Field(None, description="Only runs of this uploaded dataset.")
+    dataset: str | None = Field(None, max_length=255, description="Only runs with this dataset name.")
+    run_ids: list[int] | None = Field(None, min_length=1, max_length=10_000, description="Exactly these runs.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    n_bootstrap: int = Field(200, ge=0, le=2000, description="Bootstrap refits for prediction intervals.")
+    robust_loss: RobustLoss = "linear"
+
+
+class LawPublic(BaseModel):
+    id: int
+    form: str
+    metric: str
+    protocol: str | None
+    arch: str | None
+    run_ids: list[int]
+    summary: dict[str, Any]
+    created_at: datetime
+
+
+class LawList(BaseModel):
+    items: list[LawPublic]
+    next_cursor: str | None
+
+
+class DataTermRequest(StrictModel):
+    """The data a prediction is for: an uploaded dataset, or its D' (and item count) directly."""
+
+    dataset_id: int | None = Field(None, description="An uploaded dataset; its D' is computed and stored.")
+    d_prime: float | None = Field(None, gt=0, description="D' = tokens × ApEn (reference variant, m = 2, r = 0).")
+    n_items: int | None = Field(None, ge=1, description="Items in the catalogue; sets embedding sizes for budgets.")
+    law: LawChoice | None = Field(
+        None, description="A law id, or `reference`. Default: a law fitted on the dataset's own runs, else the reference law."
+    )
+    metric: MetricName = "ndcg@10"
+    protocol: Protocol | None = Field(None, description="Protocol of the dataset's own runs to fit on.")
+    max_len: int = Field(50, ge=1, le=100_000)
+
+
+class SizePoint(StrictModel):
+    n_layers: int = Field(ge=1, le=1024)
+    d_model: int = Field(ge=1, le=65536)
+
+
+class PredictionRequest(DataTermRequest):
+    configs: list[SizePoint] | None = Field(None, min_length=1, max_length=10_000)
+    layers: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(None, min_length=1, max_length=100)
+    d_models: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(None, min_length=1, max_length=100)
+    level: float = Field(0.9, gt=0, lt=1, description="Coverage of the prediction interval.")
+
+
+class PlanRequest(DataTermRequest):
+    budget: float | str = Field(description="Largest allowed size: a number or text such as 20M or 1.5G.")
+    budget_kind: BudgetKind = "params"
+    arch: Arch = "sasrec"
+    n_heads: int = Field(1, ge=1, le=1024)
+    layer_grid: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(None, min_length=1, max_length=64)
+    width_grid: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(None, min_length=1, max_length=64)
+    train_tokens: float | None = Field(None, gt=0, description="Tokens seen in training, for a total-FLOPs budget.")
+
+
+class CheckRequest(DataTermRequest):
+    config: ModelSize
+    min_metric: float | None = Field(None, ge=0, le=1, description="The predicted metric must reach this.")
+    max_gap: float | None = Field(None, ge=0, le=1, description="Largest allowed shortfall below the best config within the budget.")
+    budget: float | str | None = Field(None, description="Largest allowed size; default the config's own size.")
+    budget_kind: BudgetKind = "params"
+
+
+class PredictionResponse(BaseModel):
+    law: dict[str, Any]
+    data: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    warnings: list[str]
+
+
+class PlanResponse(BaseModel):
+    law: dict[str, Any]
+    data: dict[str, Any]
+    plan: dict[str, Any]
+
+
+class CheckResponse(BaseModel):
+    passed: bool
+    reasons: list[str]
+    numbers: dict[str, Any]
+    warnings: list[str]
+    law: dict[str, Any]
+    data: dict[str, Any]

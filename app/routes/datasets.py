@@ -25,7 +25,6 @@ from app.pagination import MAX_PAGE_SIZE, paginate
 from app.schemas import DatasetList, DatasetPublic, ProfilePublic, StrictModel, Variant
 from app.settings import get_settings
 from app.storage import Storage, get_storage
-from core.dataset import SequenceDataset
 from core.profile import ProfileParams
 from core.readers import InteractionLogError, LimitExceededError, ReadOptions, read_interactions
 
@@ -302,7 +301,10 @@ def get_profile(
     stored = find_profile(session, dataset.id, profile_params_key(params))
     cached = stored is not None
     if stored is None:
-        stored = compute_profile_row(session, get_storage(), dataset, params)
+        try:
+            stored = compute_profile_row(session, get_storage(), dataset, params)
+        except ValueError as error:
+            raise ProblemError(422, str(error)) from None
     return ProfilePublic(
         dataset_id=dataset.id, params=stored.profile["params"], profile=stored.profile,
         compute_s=stored.compute_s, cached=cached,

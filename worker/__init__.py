@@ -1,0 +1,1 @@
+"""The job queue over SQL (store) and the process that runs jobs (runner)."""

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.errors import install_error_handlers
 from app.middleware import RequestContextMiddleware
-from app.routes import datasets, forecasts, health, laws, runs
+from app.routes import datasets, forecasts, health, jobs, laws, runs
 from app.settings import Settings, get_settings
 
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, allow_anonymous: bool = True
         max_upload_bytes=int(settings.max_upload_mb * 1024 * 1024),
         upload_paths=("/v1/datasets",),
     )
-    for router in (health.router, datasets.router, runs.router, laws.router, forecasts.router):
+    for router in (health.router, datasets.router, runs.router, laws.router, forecasts.router, jobs.router):
         app.include_router(router)
     _add_docs_pages(app)
     return app

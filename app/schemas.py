@@ -214,3 +214,51 @@ class CheckResponse(BaseModel):
     warnings: list[str]
     law: dict[str, Any]
     data: dict[str, Any]
+
+
+class TrainSettings(StrictModel):
+    """Training settings of a verification run; see core/training.py TrainConfig for each."""
+
+    epochs: int = Field(200, ge=1, description="Maximum passes over the training sequences.")
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(1e-3, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    loss: Literal["bce", "sampled_softmax"] = "bce"
+    n_negatives: int = Field(100, ge=1, le=100_000, description="Negatives per batch for sampled_softmax.")
+    patience: int | None = Field(10, ge=1, le=10_000, description="Evaluations without improvement before stopping.")
+    eval_every: int = Field(1, ge=1, le=1000)
+    protocol: Protocol = "full"
+    metric: MetricName = "ndcg@10"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class VerificationConfig(ModelSize):
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class VerificationRequest(StrictModel):
+    configs: list[VerificationConfig] = Field(min_length=1, max_length=100)
+    train: TrainSettings = TrainSettings()
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled.")
+    attempts: int
+    max_attempts: int
+    progress: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    cancel_requested: bool
+    run_after: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     max_items: int = 50_000_000
     max_interactions: int = 500_000_000
     max_json_body_kb: int = 1024
+    profile_inline_max_interactions: int = Field(
+        default=5_000_000, description="Larger datasets are profiled by a background job (202) instead of in the request."
+    )
     max_train_layers: int = 48
     max_train_d_model: int = 4096
     max_train_epochs: int = 2000

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,9 +21,10 @@ from starlette.datastructures import UploadFile
 from app.dataset_service import compute_profile_row, dataset_limits, find_profile, profile_params_key
 from app.deps import OwnedDataset, SessionDep, TenantDep
 from app.errors import ProblemError
-from app.models import Dataset
+from app.job_queue import enqueue_job
+from app.models import Dataset, Job
 from app.pagination import MAX_PAGE_SIZE, paginate
-from app.schemas import DatasetList, DatasetPublic, ProfilePublic, StrictModel, Variant
+from app.schemas import DatasetList, DatasetPublic, JobPublic, ProfilePublic, StrictModel, Variant
 from app.settings import get_settings
 from app.storage import Storage, get_storage
 from core.profile import ProfileParams
@@ -284,7 +286,23 @@ def delete_dataset(dataset: OwnedDataset, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{dataset_id}/profile", response_model=ProfilePublic)
+def _queue_profile_job(session, dataset: Dataset, params: ProfileParams) -> JSONResponse:
+    """Queue (or find the queued) analysis job of a large dataset and answer 202 with it."""
+    payload = {"dataset_id": dataset.id, "params": {"m": params.m, "r": params.r, "max_len": params.max_len, "variant": params.variant}}
+    pending = session.scalars(
+        select(Job).where(Job.tenant_id == dataset.tenant_id, Job.kind == "analyze_dataset", Job.status.in_(("queued", "running")))
+    ).all()
+    job = next((job for job in pending if job.payload == payload), None)
+    if job is None:
+        job = enqueue_job(session, tenant_id=dataset.tenant_id, kind="analyze_dataset", payload=payload)
+    return JSONResponse(JobPublic.model_validate(job).model_dump(mode="json"), status_code=202)
+
+
+@router.get(
+    "/{dataset_id}/profile",
+    response_model=ProfilePublic,
+    responses={202: {"model": JobPublic, "description": "A large dataset is profiled by a job; poll it, then ask again."}},
+)
 def get_profile(
     dataset: OwnedDataset,
     session: SessionDep,
@@ -300,6 +318,8 @@ def get_profile(
         raise ProblemError(422, str(error)) from None
     stored = find_profile(session, dataset.id, profile_params_key(params))
     cached = stored is not None
+    if stored is None and dataset.n_interactions > get_settings().profile_inline_max_interactions:
+        return _queue_profile_job(session, dataset, params)
     if stored is None:
         try:
             stored = compute_profile_row(session, get_storage(), dataset, params)

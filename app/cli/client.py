@@ -9,6 +9,7 @@ import httpx
 
 from app.cli.offline import ReadArguments
 from app.cli.output import EXIT_BAD_INPUT, EXIT_SERVER_ERROR, fail
+from core.runs_file import RunsFileError, read_runs
 
 TIMEOUT_S = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=10.0)
 
@@ -59,3 +60,23 @@ def profile_file(server: str, path: Path, arguments: ReadArguments, values: dict
     document = request_json(server, "GET", f"/v1/datasets/{dataset['id']}/profile", params=values)
     document["dataset"] = dataset
     return document
+
+
+def import_runs_file(server: str, path: Path) -> dict:
+    """Read a local runs file and import its runs; returns the created runs."""
+    if not path.is_file():
+        fail(f"runs file not found: {path}")
+    try:
+        records = read_runs(path)
+    except RunsFileError as error:
+        fail(f"{path}: {error}")
+    runs = [
+        {
+            "dataset": record.dataset, "arch": record.arch, "n_layers": record.n_layers, "d_model": record.d_model,
+            "n_heads": record.n_heads, "max_len": record.max_len, "tokens": record.tokens, "apen": record.apen,
+            "d_prime": record.d_prime, "protocol": record.protocol, "metrics": dict(record.metrics),
+            "seed": record.seed, "train_time_s": record.train_time_s,
+        }
+        for record in records
+    ]
+    return request_json(server, "POST", "/v1/runs", json={"runs": runs})

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import traceback
+
 import typer
 
-from app.cli import analysis, service
+from app.cli import analysis, service, training
+from app.cli.output import EXIT_SERVER_ERROR
 
 app = typer.Typer(
     name="perflaw",
@@ -15,7 +19,14 @@ app = typer.Typer(
 )
 service.register(app)
 analysis.register(app)
+training.register(app)
 
 
 def main() -> None:
-    app()
+    """Run the command line; an unexpected error prints its traceback and exits with code 3."""
+    try:
+        app()
+    except Exception:
+        traceback.print_exc()
+        print("error: internal error (traceback above); please report it", file=sys.stderr)
+        sys.exit(EXIT_SERVER_ERROR)

@@ -42,11 +42,12 @@ def byte_progress(description: str, total_bytes: int | None) -> Iterator[Callabl
             yield lambda done: progress.update(task, completed=done)
         return
 
-    next_report = [0.1]
+    last_tenth = [0]
 
     def report(done: int) -> None:
-        if total_bytes and done / total_bytes >= next_report[0]:
-            print(f"{description}: {100 * done / total_bytes:.0f}%", file=sys.stderr, flush=True)
-            next_report[0] += 0.1
+        tenth = int(10 * done / total_bytes) if total_bytes else 0
+        if tenth > last_tenth[0]:
+            print(f"{description}: {10 * tenth}%", file=sys.stderr, flush=True)
+            last_tenth[0] = tenth
 
     yield report

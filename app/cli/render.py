@@ -38,3 +38,107 @@ def render_profile(document: dict) -> None:
     stdout.print(table)
     for warning in dataset.get("warnings", []):
         stdout.print(f"[yellow]warning:[/] {warning}")
+
+
+def _describe_law(law: dict) -> str:
+    source = law.get("source", "law")
+    parts = [f"{law['form']} for {law['metric']}"]
+    if source == "reference":
+        parts.append("the shipped reference law")
+        error = law.get("published_error") or {}
+        if error:
+            parts.append("published error: " + ", ".join(f"{key} {_format_number(value)}" for key, value in error.items()))
+    elif source == "dataset-runs":
+        parts.append(f"fitted on this dataset's {len(law.get('run_ids', []))} runs")
+    elif law.get("id") is not None:
+        parts.append(f"law {law['id']}")
+    elif law.get("path"):
+        parts.append(f"from {law['path']}")
+    quality = [f"{name} {_format_number(law[name])}" for name in ("r2", "loo_mape_percent") if law.get(name) is not None]
+    return "; ".join(parts + quality)
+
+
+def _describe_data(data: dict) -> str:
+    if "tokens" not in data:
+        return f"D' = {_format_number(data['d_prime'])}"
+    return (f"{data.get('dataset', 'dataset')}: D' = {_format_number(data['d_prime'])} = tokens {_format_number(data['tokens'])}"
+            f" x ApEn {_format_number(data['apen'])} ({data['apen_variant']}, m={data['m']}, max_len={data['max_len']})")
+
+
+def _interval(low, high) -> str:
+    return "n/a" if low is None else f"[{low:.4f}, {high:.4f}]"
+
+
+def render_law(document: dict) -> None:
+    summary = document["summary"]
+    stdout.print(f"[bold]{document['form']}[/] for {document['metric']} on {summary['n_observations']} runs"
+                 + (f" (law {document['id']})" if document.get("id") is not None else ""))
+    table = Table("parameter", "value", "std. error")
+    for name, value in summary["params"].items():
+        error = summary["stderr"].get(name)
+        table.add_row(name, _format_number(value), "fixed" if name not in summary["stderr"] else _format_number(error))
+    stdout.print(table)
+    stdout.print(f"R² {_format_number(summary['r2'])}, RMSE {_format_number(summary['rmse'])}, "
+                 f"MAPE {_format_number(summary['mape_percent'])}%, leave-one-out MAPE {_format_number(summary['loo_mape_percent'])}%")
+    for warning in summary["warnings"]:
+        stdout.print(f"[yellow]warning:[/] {warning}")
+    if document.get("output"):
+        stdout.print(f"law written to {document['output']}")
+
+
+def render_predictions(document: dict) -> None:
+    stdout.print(f"law: {_describe_law(document['law'])}")
+    stdout.print(f"data: {_describe_data(document['data'])}")
+    table = Table("n_layers", "d_model", document["law"]["metric"], "90% interval", "extrapolated")
+    for row in document["predictions"]:
+        table.add_row(str(row["n_layers"]), str(row["d_model"]), f"{row['predicted']:.4f}",
+                      _interval(row["low"], row["high"]), ", ".join(row["extrapolated"]) or "-")
+    stdout.print(table)
+    for warning in document["warnings"]:
+        stdout.print(f"[yellow]warning:[/] {warning}")
+
+
+def render_plan(document: dict) -> None:
+    plan = document["plan"]
+    best = plan["best"]
+    stdout.print(f"law: {_describe_law(document['law'])}")
+    stdout.print(f"data: {_describe_data(document['data'])}")
+    stdout.print(f"[bold]best within {plan['budget_kind']} <= {_format_number(plan['budget'])}:[/] "
+                 f"{best['n_layers']} layers x d_model {best['d_model']}, predicted {plan['metric']} {best['predicted']:.4f}, "
+                 f"{_format_number(best['params'])} parameters")
+    table = Table("n_layers", "d_model", "parameters", "size", plan["metric"], "within budget", title="frontier")
+    for candidate in plan["frontier"]:
+        table.add_row(str(candidate["n_layers"]), str(candidate["d_model"]), _format_number(candidate["params"]),
+                      _format_number(candidate["size"]), f"{candidate['predicted']:.4f}", "yes" if candidate["within_budget"] else "no")
+    stdout.print(table)
+    for warning in plan["warnings"]:
+        stdout.print(f"[yellow]warning:[/] {warning}")
+
+
+def render_check(document: dict) -> None:
+    verdict = "[bold green]PASSED[/]" if document["passed"] else "[bold red]FAILED[/]"
+    numbers = document["numbers"]
+    stdout.print(f"{verdict}  predicted {document['law']['metric']} {numbers['predicted']:.4f} "
+                 f"{_interval(numbers.get('interval_low'), numbers.get('interval_high'))}")
+    for reason in document["reasons"]:
+        stdout.print(f"  - {reason}")
+    for warning in document["warnings"]:
+        stdout.print(f"  [yellow]warning:[/] {warning}")
+    stdout.print(f"law: {_describe_law(document['law'])}")
+    stdout.print(f"data: {_describe_data(document['data'])}")
+
+
+def render_training(document: dict) -> None:
+    metrics = document.get("metrics", {})
+    stdout.print(f"[bold]measured on {document['dataset']}[/] (test set, best validation epoch {document.get('best_epoch')})")
+    table = Table("metric", "value")
+    for name in ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"):
+        if name in metrics:
+            table.add_row(name, f"{metrics[name]:.4f}")
+    stdout.print(table)
+    facts = {key: document.get(key) for key in ("epochs_run", "train_time_s", "sequences_per_s", "n_parameters", "device", "d_prime")}
+    stdout.print(", ".join(f"{key} {_format_number(value)}" for key, value in facts.items() if value is not None))
+    prediction = document.get("prediction")
+    if prediction:
+        for metric, compared in prediction.items():
+            stdout.print(f"{metric}: predicted {compared['predicted']:.4f}, measured {compared['measured']:.4f}")

@@ -1,0 +1,158 @@
+"""`perflaw train`: one verification run, locally or as a job on a server."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.cli import client, offline
+from app.cli.analysis import (
+    FileArgument, FormatOption, HeaderOption, ItemColumnOption, JsonOption, SeparatorOption, ServerOption,
+    TimestampColumnOption, UserColumnOption, _read_arguments,
+)
+from app.cli.output import fail, print_json, stderr
+from app.cli.render import render_training
+from app.dataset_service import data_term_of
+from app.law_service import law_profile_params
+
+POLL_INTERVAL_S = 2.0
+
+
+def train(
+    file: FileArgument,
+    layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
+    d_model: Annotated[int, typer.Option("--d-model", help="Embedding width.")] = 64,
+    n_heads: Annotated[int, typer.Option(help="Attention heads; d_model must be a multiple.")] = 1,
+    arch: Annotated[str, typer.Option(help="sasrec or llama.")] = "sasrec",
+    max_len: Annotated[int, typer.Option("--max-len", help="Longest input sequence, in items.")] = 50,
+    dropout: Annotated[float, typer.Option(help="Dropout probability.")] = 0.2,
+    protocol: Annotated[str, typer.Option(help="Evaluation: full, sampled-100 or sampled-2499.")] = "full",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 200,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    loss: Annotated[str, typer.Option(help="bce (one sampled negative) or sampled_softmax.")] = "bce",
+    patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 10,
+    eval_every: Annotated[int, typer.Option(help="Epochs between validation evaluations.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of Python, NumPy and torch.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    runs_out: Annotated[Path | None, typer.Option(help="Append the run to this runs CSV (for `perflaw fit`).")] = None,
+    format: FormatOption = None, separator: SeparatorOption = None, header: HeaderOption = None,
+    user_column: UserColumnOption = None, item_column: ItemColumnOption = None, timestamp_column: TimestampColumnOption = None,
+    server: ServerOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Train and evaluate one SASRec-style model (leave-one-out), and print the measured metrics."""
+    read_options = _read_arguments(format, separator, header, user_column, item_column, timestamp_column)
+    model = {"arch": arch, "n_layers": layers, "d_model": d_model, "n_heads": n_heads, "max_len": max_len, "dropout": dropout}
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "loss": loss, "patience": patience,
+                "eval_every": eval_every, "protocol": protocol, "seed": seed}
+    if server:
+        document = _train_on_server(server, file, read_options, model, settings, show_progress=not json_output)
+    else:
+        document = _train_locally(file, read_options, model, {**settings, "device": device}, show_progress=not json_output)
+        if runs_out:
+            _append_run(runs_out, document)
+    if json_output:
+        print_json(document)
+    else:
+        render_training(document)
+
+
+def _train_locally(file: Path, read_options, model: dict, settings: dict, *, show_progress: bool) -> dict:
+    from core.models import ModelConfig
+    from core.profile import profile_dataset
+    from core.training import TrainConfig, train_and_evaluate
+
+    dataset = offline.read_file(file, read_options, show_progress=show_progress).dataset
+    try:
+        model_config = ModelConfig(n_items=dataset.n_items, **model)
+        train_config = TrainConfig(**settings)
+    except (TypeError, ValueError) as error:
+        fail(str(error))
+    tokens, apen, d_prime = data_term_of(profile_dataset(dataset, law_profile_params(model_config.max_len)).to_dict())
+
+    with _epoch_progress(train_config.epochs, show_progress) as on_epoch:
+        try:
+            result = train_and_evaluate(dataset, model_config, train_config, on_epoch=on_epoch)
+        except ValueError as error:
+            fail(f"{file}: {error}")
+    return {"dataset": file.name, "tokens": tokens, "apen": apen, "d_prime": d_prime, **result.to_dict()}
+
+
+class _epoch_progress:
+    """A context manager yielding an on_epoch callback: a bar on a terminal, a line per epoch otherwise."""
+
+    def __init__(self, total_epochs: int, enabled: bool) -> None:
+        self.total_epochs = total_epochs
+        self.enabled = enabled
+        self.progress = None
+
+    def __enter__(self):
+        if self.enabled and stderr.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=stderr, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("training", total=self.total_epochs)
+        return self.report
+
+    def report(self, epoch_report) -> None:
+        if not self.enabled:
+            return
+        best = epoch_report.best_validation_metric
+        description = f"epoch {epoch_report.epoch} loss {epoch_report.train_loss:.4f}" + (
+            f" best validation {best:.4f} (epoch {epoch_report.best_epoch})" if best is not None else "")
+        if self.progress is not None:
+            self.progress.update(self.task, completed=epoch_report.epoch, description=description)
+        else:
+            print(description, file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _train_on_server(server: str, file: Path, read_options, model: dict, settings: dict, *, show_progress: bool) -> dict:
+    dataset = client.upload_file(server, file, read_options)
+    jobs = client.request_json(server, "POST", f"/v1/datasets/{dataset['id']}/verification-runs",
+                               json={"configs": [model], "train": settings})
+    job = jobs["items"][0]
+    last_epoch = None
+    while job["status"] in ("queued", "running"):
+        time.sleep(POLL_INTERVAL_S)
+        job = client.request_json(server, "GET", f"/v1/jobs/{job['id']}")
+        epoch = job["progress"].get("epoch")
+        if show_progress and epoch != last_epoch and epoch is not None:
+            print(f"job {job['id']}: epoch {epoch} {job['status']}", file=sys.stderr, flush=True)
+            last_epoch = epoch
+    if job["status"] != "succeeded":
+        fail(f"job {job['id']} {job['status']}: {job.get('error') or 'no error recorded'}", 3)
+    run = client.request_json(server, "GET", f"/v1/runs/{job['result']['run_id']}")
+    return {"dataset": dataset["name"], "job_id": job["id"], **job["result"], "run": run}
+
+
+def _append_run(path: Path, document: dict) -> None:
+    """Append the run to a runs CSV, writing the header when the file is new."""
+    from core.runs_file import RunRecord, format_runs
+
+    config = document["config"]["model"]
+    record = RunRecord(
+        dataset=document["dataset"], n_layers=config["n_layers"], d_model=config["d_model"], n_heads=config["n_heads"],
+        max_len=config["max_len"], d_prime=document["d_prime"], protocol=document["protocol"],
+        metrics=document["metrics"], tokens=int(document["tokens"]), apen=document["apen"], arch=config["arch"],
+        seed=document["config"]["train"]["seed"], train_time_s=document["train_time_s"],
+    )
+    text = format_runs([record], "csv")
+    if path.exists() and path.stat().st_size:
+        text = text.split("\n", 1)[1]
+    with open(path, "a") as file:
+        file.write(text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

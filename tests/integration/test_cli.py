@@ -1,0 +1,233 @@
+"""The `perflaw` commands in process, on real files: outputs, exit codes and error messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from app.cli.main import app
+from core.laws import get_form
+
+TRUE_PARAMS = {"w1": 0.1, "a": -0.5, "w2": 0.5, "b": -0.15, "c": -0.03, "e": 0.9}
+COLUMNS = ["dataset", "n_layers", "d_model", "n_heads", "max_len", "tokens", "apen", "protocol", "hr@10", "ndcg@10"]
+
+runner = CliRunner()
+
+
+def invoke(*arguments: str):
+    return runner.invoke(app, [str(argument) for argument in arguments])
+
+
+def write_runs(path: Path, rows: list[list]) -> Path:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+    return path
+
+
+def law_runs(seed: int = 0) -> list[list]:
+    """32 runs whose ndcg@10 follows a known performance law, with a little noise."""
+    form = get_form("performance_law")
+    generator = np.random.default_rng(seed)
+    rows = []
+    for tokens in (100_000, 300_000):
+        for n_layers in (1, 2, 4, 8):
+            for d_model in (16, 32, 64, 128):
+                value = float(form.function(TRUE_PARAMS, np.array([n_layers]), np.array([d_model]), np.array([tokens * 0.2]), xi=2.0)[0])
+                noisy = value + generator.normal(0, 0.002)
+                rows.append([f"ds{tokens}", n_layers, d_model, 1, 50, tokens, 0.2, "full", min(1.0, 1.6 * noisy), noisy])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def law_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("law")
+    runs = write_runs(folder / "runs.csv", law_runs())
+    result = invoke("fit", runs, "--metric", "ndcg@10", "--n-bootstrap", "50", "--output", folder / "law.json")
+    assert result.exit_code == 0, result.output
+    return folder / "law.json"
+
+
+@pytest.fixture
+def log_file(tmp_path) -> Path:
+    path = tmp_path / "log.txt"
+    path.write_text("".join(f"{user} {item}\n" for user in range(1, 301) for item in range(user % 9, user % 9 + 8)))
+    return path
+
+
+def test_profile_json_is_one_document(log_file):
+    result = invoke("profile", log_file, "--format", "sasrec", "--json")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["dataset"]["n_interactions"] == 2400
+    assert document["profile"]["params"]["m"] == 2
+
+
+def test_profile_bad_row_exits_2_with_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("user,item\nu1,a\nu2,\n")
+
+    result = invoke("profile", path)
+
+    assert result.exit_code == 2
+    assert "line 3" in result.stderr
+
+
+def test_profile_missing_file_exits_2(tmp_path):
+    result = invoke("profile", tmp_path / "absent.csv")
+
+    assert result.exit_code == 2
+    assert "not found" in result.stderr
+
+
+def test_fit_writes_law_with_quality(law_file):
+    document = json.loads(law_file.read_text())
+
+    assert document["form"] == "performance_law"
+    assert document["metric"] == "ndcg@10"
+    assert document["diagnostics"]["r2"] > 0.9
+
+
+def test_fit_json_reports_parameters(tmp_path):
+    runs = write_runs(tmp_path / "runs.csv", law_runs(seed=1))
+
+    result = invoke("fit", runs, "--metric", "ndcg@10", "--n-bootstrap", "0", "--json")
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert set(summary["params"]) == set(TRUE_PARAMS)
+    assert summary["n_observations"] == 32
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (law_runs()[:2], "observations"),
+        ([[*row[:8], row[8], float("nan")] for row in law_runs()], "ndcg@10"),
+        ([[row[0], -row[1], *row[2:]] for row in law_runs()], "n_layers"),
+    ],
+    ids=["too-few-runs", "nan-metric", "negative-layers"],
+)
+def test_fit_degenerate_runs_exit_2(tmp_path, rows, message):
+    runs = write_runs(tmp_path / "runs.csv", rows)
+
+    result = invoke("fit", runs, "--metric", "ndcg@10")
+
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_fit_one_size_folds_with_warning(tmp_path):
+    rows = [row for row in law_runs() if row[1] == 2]
+
+    result = invoke("fit", write_runs(tmp_path / "runs.csv", rows), "--metric", "ndcg@10", "--n-bootstrap", "0", "--json")
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert "n_layers" in summary["folded_inputs"]
+    assert any("n_layers" in warning for warning in summary["warnings"])
+
+
+def test_predict_with_law_file(log_file, law_file):
+    result = invoke("predict", log_file, "--format", "sasrec", "--layers", "2,4", "--d-model", "32,64",
+                    "--metric", "ndcg@10", "--law", law_file, "--json")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [(row["n_layers"], row["d_model"]) for row in document["predictions"]] == [(2, 32), (2, 64), (4, 32), (4, 64)]
+    assert all(row["low"] <= row["predicted"] <= row["high"] for row in document["predictions"])
+    assert document["data"]["d_prime"] == pytest.approx(document["data"]["tokens"] * document["data"]["apen"])
+    assert document["law"]["source"] == "file"
+
+
+def test_predict_invalid_layers_exit_2(log_file, law_file):
+    result = invoke("predict", log_file, "--layers", "2,x", "--law", law_file, "--metric", "ndcg@10")
+
+    assert result.exit_code == 2
+    assert "--layers" in result.stderr
+
+
+def test_predict_law_of_other_metric_exit_2(log_file, law_file):
+    result = invoke("predict", log_file, "--format", "sasrec", "--law", law_file, "--metric", "hr@10")
+
+    assert result.exit_code == 2
+    assert "ndcg@10" in result.stderr
+
+
+def test_plan_stays_within_budget(log_file, law_file):
+    result = invoke("plan", log_file, "--format", "sasrec", "--max-params", "100k", "--law", law_file,
+                    "--metric", "ndcg@10", "--json")
+
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["plan"]
+    assert plan["best"]["params"] <= 100_000
+    assert plan["budget_kind"] == "params"
+
+
+def test_plan_needs_one_budget(log_file, law_file):
+    result = invoke("plan", log_file, "--law", law_file, "--metric", "ndcg@10")
+
+    assert result.exit_code == 2
+    assert "budget" in result.stderr
+
+
+def test_check_fails_with_exit_1_and_reason(log_file, law_file):
+    result = invoke("check", log_file, "--format", "sasrec", "--layers", "2", "--d-model", "32", "--min", "0.99",
+                    "--law", law_file, "--metric", "ndcg@10")
+
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.stdout
+    assert "below the minimum 0.990" in result.stdout
+
+
+def test_check_passes_with_exit_0(log_file, law_file):
+    result = invoke("check", log_file, "--format", "sasrec", "--layers", "2", "--d-model", "32", "--min", "0.05",
+                    "--law", law_file, "--metric", "ndcg@10", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["passed"] is True
+
+
+def test_check_gap_to_best_fails(log_file, law_file):
+    result = invoke("check", log_file, "--format", "sasrec", "--layers", "1", "--d-model", "16", "--max-gap", "0.0001",
+                    "--max-params", "1M", "--law", law_file, "--metric", "ndcg@10", "--json")
+
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert document["numbers"]["gap"] > 0.0001
+    assert any("gap" in reason for reason in document["reasons"])
+
+
+def test_dataset_id_without_server_exit_2(law_file):
+    result = invoke("predict", "--dataset", "3", "--law", law_file)
+
+    assert result.exit_code == 2
+    assert "--server" in result.stderr
+
+
+def test_train_appends_run_to_runs_file(log_file, tmp_path):
+    runs_out = tmp_path / "runs.csv"
+
+    for width in (8, 16):
+        result = invoke("train", log_file, "--format", "sasrec", "--layers", "1", "--d-model", width, "--max-len", "10",
+                        "--epochs", "2", "--device", "cpu", "--runs-out", runs_out, "--json")
+        assert result.exit_code == 0, result.output
+
+    rows = list(csv.DictReader(runs_out.open()))
+    assert [int(row["d_model"]) for row in rows] == [8, 16]
+    assert all(0 <= float(row["ndcg@10"]) <= 1 for row in rows)
+    assert float(rows[0]["d_prime"]) == pytest.approx(float(rows[0]["tokens"]) * float(rows[0]["apen"]))
+
+
+def test_train_invalid_width_exit_2(log_file):
+    result = invoke("train", log_file, "--format", "sasrec", "--d-model", "10", "--n-heads", "3", "--epochs", "1")
+
+    assert result.exit_code == 2
+    assert "n_heads" in result.stderr

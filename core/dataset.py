@@ -128,3 +128,26 @@ def from_sequences(sequences: list[list[int]]) -> SequenceDataset:
         user_labels=np.array([str(index + 1) for index in range(len(sequences))]),
         item_labels=np.array([str(index + 1) for index in range(n_items)]),
     )
+
+
+def first_users(dataset: SequenceDataset, n_users: int) -> SequenceDataset:
+    """Return the dataset cut to its first n_users sequences, with items re-indexed 1..k.
+
+    Items keep their relative order of re-indexed id; original labels and timestamps follow.
+    """
+    if n_users < 1:
+        raise ValueError(f"n_users must be at least 1, got {n_users}")
+    if n_users >= dataset.n_users:
+        return dataset
+    end = int(dataset.offsets[n_users])
+    kept_items = dataset.items[:end]
+    used_ids = np.unique(kept_items)
+    new_ids = np.zeros(dataset.n_items + 1, dtype=np.int64)
+    new_ids[used_ids] = np.arange(1, len(used_ids) + 1)
+    return SequenceDataset(
+        items=new_ids[kept_items],
+        offsets=dataset.offsets[: n_users + 1].copy(),
+        user_labels=dataset.user_labels[:n_users],
+        item_labels=dataset.item_labels[used_ids - 1],
+        timestamps=None if dataset.timestamps is None else dataset.timestamps[:end],
+    )

@@ -7,7 +7,7 @@ import traceback
 
 import typer
 
-from app.cli import analysis, service, training
+from app.cli import analysis, calibrate, service, training
 from app.cli.output import EXIT_SERVER_ERROR
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 service.register(app)
 analysis.register(app)
 training.register(app)
+calibrate.register(app)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def record_of(run: Run) -> RunRecord:
 
 
 class BoundedCache(dict):
-    """A dict that forgets its oldest entry once it holds max_entries."""
+    """A dict that evicts its oldest entry once it contains max_entries."""
 
     def __init__(self, max_entries: int) -> None:
         super().__init__()

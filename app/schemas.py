@@ -120,7 +120,7 @@ BudgetKind = Literal["params", "non_embedding_params", "flops"]
 
 
 class LawFitRequest(StrictModel):
-    """Which runs to fit, and how. Runs must share one protocol and architecture."""
+    """The runs to fit and the fit settings; the runs must share one protocol and architecture."""
 
     metric: MetricName = "ndcg@10"
     form: str = Field("performance_law", max_length=64, description="performance_law or scaling_law.")

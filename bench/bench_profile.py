@@ -2,14 +2,17 @@
 
 Prints markdown tables:
 1. profile_dataset time per dataset and ApEn variant (m=2, r=0, max_len=50), best of
-   --repeats runs;
-2. per-sequence ApEn (pincus, m=2, r=0, max_len=50) on a seeded sample of users: the naive
-   O(n^2) oracle of the unit tests against core.entropy.compute_apen on the same sequences;
-3. the synthetic log: profile time per variant and the peak memory NumPy allocated.
+   --repeats runs, as wall-clock and as CPU time of this process (the CPU time is the
+   fairer number on a machine shared with other work);
+2. per-sequence ApEn (pincus, m=2, r=0, max_len=50) on every user (or a seeded sample of
+   --sample-users): the naive O(n^2) oracle of the unit tests against
+   core.entropy.compute_apen on the same sequences;
+3. the synthetic log: profile wall-clock and CPU time per variant and the peak memory
+   NumPy allocated (traced with tracemalloc).
 
 Everything runs on one thread: the thread-count variables are set before NumPy is imported.
 
-    python bench/bench_profile.py [--data-dir DIR] [--repeats 3] [--sample-users 500]
+    python bench/bench_profile.py [--data-dir DIR] [--repeats 3] [--sample-users 0]
 """
 
 from __future__ import annotations
@@ -67,13 +70,17 @@ def load_naive_oracles() -> ModuleType:
     return module
 
 
-def best_time_s(function: Callable[[], object], repeats: int) -> float:
-    timings = []
+def best_time_s(function: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Run function `repeats` times; return the smallest wall-clock and CPU times in seconds."""
+    wall_timings = []
+    cpu_timings = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall_start = time.perf_counter()
+        cpu_start = time.process_time()
         function()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
+        cpu_timings.append(time.process_time() - cpu_start)
+        wall_timings.append(time.perf_counter() - wall_start)
+    return min(wall_timings), min(cpu_timings)
 
 
 def make_synthetic_dataset(n_interactions: int, seed: int = 0) -> SequenceDataset:
@@ -98,6 +105,9 @@ def make_synthetic_dataset(n_interactions: int, seed: int = 0) -> SequenceDatase
 
 
 def sample_users(dataset: SequenceDataset, n_users: int, seed: int) -> SequenceDataset:
+    """Return a dataset of n_users users drawn without replacement, or all users for 0."""
+    if n_users == 0 or n_users >= dataset.n_users:
+        return dataset
     rng = np.random.default_rng(seed)
     users = np.sort(rng.choice(dataset.n_users, size=min(n_users, dataset.n_users), replace=False))
     sequences = [dataset.sequence(user) for user in users]
@@ -112,15 +122,16 @@ def sample_users(dataset: SequenceDataset, n_users: int, seed: int) -> SequenceD
 
 
 def print_profile_table(datasets: dict[str, SequenceDataset], repeats: int) -> None:
-    print("### Profile time (m=2, r=0, max_len=50), best of", repeats)
+    print(f"### Profile time (m=2, r=0, max_len=50), wall-clock / CPU seconds, best of {repeats}")
     print()
-    print("| dataset | interactions | users | " + " | ".join(f"{v} (s)" for v in VARIANTS) + " |")
+    print("| dataset | interactions | users | " + " | ".join(VARIANTS) + " |")
     print("|---|---:|---:|" + "---:|" * len(VARIANTS))
     for name, dataset in datasets.items():
-        cells = [
-            f"{best_time_s(lambda d=dataset, v=variant: profile_dataset(d, ProfileParams(variant=v)), repeats):.3f}"
-            for variant in VARIANTS
-        ]
+        cells = []
+        for variant in VARIANTS:
+            params = ProfileParams(variant=variant)
+            wall_s, cpu_s = best_time_s(lambda d=dataset, p=params: profile_dataset(d, p), repeats)
+            cells.append(f"{wall_s:.3f} / {cpu_s:.3f}")
         print(f"| {name} | {dataset.n_interactions:,} | {dataset.n_users:,} | " + " | ".join(cells) + " |")
     print()
 
@@ -128,16 +139,17 @@ def print_profile_table(datasets: dict[str, SequenceDataset], repeats: int) -> N
 def print_speedup_table(
     datasets: dict[str, SequenceDataset], naive: ModuleType, sample_size: int, repeats: int
 ) -> None:
-    print(f"### Per-sequence ApEn (pincus, m=2, r=0, max_len=50) on {sample_size} sampled users")
+    users = "all users" if sample_size == 0 else f"{sample_size} sampled users"
+    print(f"### Per-sequence ApEn (pincus, m=2, r=0, max_len=50) on {users}")
     print()
-    print("| dataset | sequences | items | naive (s) | fast (s) | speed-up |")
+    print("| dataset | sequences | items | naive CPU (s) | fast CPU (s) | speed-up |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, dataset in datasets.items():
         sample = sample_users(dataset, sample_size, seed=0)
         items, offsets = truncate_sequences(sample.items, sample.offsets, 50)
         sequences = [items[offsets[k] : offsets[k + 1]].tolist() for k in range(len(offsets) - 1)]
-        naive_s = best_time_s(lambda: [naive.naive_apen(s, 2, 0.0) for s in sequences], 1)
-        fast_s = best_time_s(lambda: compute_apen(items, offsets, 2, 0.0), repeats)
+        naive_s = best_time_s(lambda: [naive.naive_apen(s, 2, 0.0) for s in sequences], 1)[1]
+        fast_s = best_time_s(lambda: compute_apen(items, offsets, 2, 0.0), repeats)[1]
         print(
             f"| {name} | {len(sequences):,} | {len(items):,} | {naive_s:.3f} | {fast_s:.5f} "
             f"| {naive_s / fast_s:,.0f}x |"
@@ -152,16 +164,16 @@ def print_synthetic_table(n_interactions: int, repeats: int) -> None:
         f"{dataset.n_items:,} items (m=2, r=0, max_len=50)"
     )
     print()
-    print("| variant | profile (s), best of %d | peak NumPy memory (MiB) |" % repeats)
-    print("|---|---:|---:|")
+    print(f"| variant | wall-clock (s), best of {repeats} | CPU (s), best of {repeats} | peak NumPy memory (MiB) |")
+    print("|---|---:|---:|---:|")
     for variant in VARIANTS:
         params = ProfileParams(variant=variant)
-        seconds = best_time_s(lambda p=params: profile_dataset(dataset, p), repeats)
+        wall_s, cpu_s = best_time_s(lambda p=params: profile_dataset(dataset, p), repeats)
         tracemalloc.start()
         profile_dataset(dataset, params)
         peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
-        print(f"| {variant} | {seconds:.3f} | {peak_mib:.0f} |")
+        print(f"| {variant} | {wall_s:.3f} | {cpu_s:.3f} | {peak_mib:.0f} |")
     print()
 
 
@@ -171,8 +183,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(default_data_dir),
                         help="folder of the shared datasets (default: PERFLAW_DATA_DIR or ../shared/data)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell; the best is shown")
-    parser.add_argument("--sample-users", type=int, default=500,
-                        help="users per dataset for the naive-against-fast comparison")
+    parser.add_argument("--sample-users", type=int, default=0,
+                        help="users per dataset for the naive-against-fast comparison; 0 for all")
     parser.add_argument("--synthetic-interactions", type=int, default=1_000_000,
                         help="size of the synthetic log")
     arguments = parser.parse_args()

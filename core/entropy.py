@@ -684,11 +684,11 @@ def compute_pooled_apen(
     """
     validate_entropy_params(m, r, "pooled")
     items, offsets = _check_sequences(items, offsets)
-    remaining = _Layout.from_offsets(offsets).remaining
-    if np.count_nonzero(remaining >= m + 1) == 0:
+    if not np.any(np.diff(offsets) >= m + 1):
         return math.nan
     if r >= 1:
         _check_tolerance_ids(items)
+        remaining = _Layout.from_offsets(offsets).remaining
         phi = []
         for length in (m, m + 1):
             window = remaining >= length
@@ -697,8 +697,11 @@ def compute_pooled_apen(
         return phi[0] - phi[1]
 
     codes = _symbol_codes(items)
-    group_sizes = _packed_group_sizes(codes, remaining, m)
+    group_sizes = _packed_group_sizes(codes, offsets, m)
     if group_sizes is None:
+        # NOTE: this path allocates about ten int64 arrays of the dataset's size at once, the
+        # packed path about three. It is taken only when m + 1 ids need more than 63 bits
+        # together, e.g. m = 3 with ids of 2**15 or more, or m = 2 with ids of 2**21 or more.
         group_sizes = _suffix_group_sizes(codes, _Layout.from_offsets(offsets).end, m)
     sizes_m, sizes_next = group_sizes
     return _phi_from_group_sizes(sizes_m) - _phi_from_group_sizes(sizes_next)
@@ -711,7 +714,7 @@ def _phi_from_group_sizes(sizes: np.ndarray) -> float:
 
 
 def _packed_group_sizes(
-    codes: np.ndarray, remaining: np.ndarray, m: int
+    codes: np.ndarray, offsets: np.ndarray, m: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Sizes of the groups of equal windows of m and of m + 1 items over all sequences.
 
@@ -722,16 +725,28 @@ def _packed_group_sizes(
     bits = (int(codes.max()) + 1).bit_length()
     if (m + 1) * bits > 63:
         return None
+    parts = [np.empty(0, dtype=np.int64)]
+    for first, stop in _chunks(offsets):
+        chunk_codes = codes[offsets[first] : offsets[stop]]
+        chunk_offsets = offsets[first : stop + 1] - offsets[first]
+        parts.append(_packed_windows(chunk_codes, chunk_offsets, m, bits))
+    key = np.concatenate(parts)
+    key.sort()
+    prefix = key >> bits
+    extended = key[(key & ((1 << bits) - 1)) != 0]
+    return _run_sizes(prefix), _run_sizes(extended)
+
+
+def _packed_windows(codes: np.ndarray, offsets: np.ndarray, m: int, bits: int) -> np.ndarray:
+    """Pack every window of m items, with the item after it or 0, into one int64 key."""
+    remaining = _Layout.from_offsets(offsets).remaining
     starts = np.flatnonzero(remaining >= m)
     start_remaining = remaining[starts]
     key = np.zeros(len(starts), dtype=np.int64)
     for k in range(m + 1):
         field = np.where(start_remaining > k, codes[np.minimum(starts + k, len(codes) - 1)] + 1, 0)
         key = (key << bits) | field
-    key.sort()
-    prefix = key >> bits
-    extended = key[(key & ((1 << bits) - 1)) != 0]
-    return _run_sizes(prefix), _run_sizes(extended)
+    return key
 
 
 def _suffix_group_sizes(codes: np.ndarray, end: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

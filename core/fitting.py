@@ -4,20 +4,23 @@ The procedure of ``fit_law``, in order:
 
 1. Fold constant inputs. An input (n_layers, d_model or d_prime) with one distinct value
    makes its term a constant, so the form's fold fixes that term's parameters and the
-   intercept absorbs it. The fit's warnings say so, and predictions then do not change with
-   that input. A form without a fold for that input raises LawFitError instead.
-2. Multi-start least squares. A seeded Latin hypercube of ``SCREEN_FACTOR x n_starts``
-   points is drawn over the form's start ranges; at each point the parameters the form
-   declares linear are solved for exactly, and the ``n_starts`` points of lowest cost are
-   kept as starting points. From each, scipy.optimize.least_squares (trust-region
-   reflective, bounded) runs to convergence, and the lowest cost wins. With a robust loss
-   this is repeated with that loss from the linear optimum and every starting point.
-3. Standard errors: cov = s^2 (J^T J)^-1 with s^2 = sum r^2 / (n - p) and J the central-
-   difference Jacobian of the residuals at the optimum. They are NaN, with a warning, when
-   J^T J is singular or n = p.
-4. Leave-one-out: each observation is left out in turn, the law is refitted from the optimum
+   intercept absorbs it. The fit's warnings report the fold, and predictions then do not
+   change with that input. A form without a fold for that input raises LawFitError instead.
+2. Starting points. A seeded Latin hypercube of SCREEN_FACTOR x n_starts points is drawn
+   over the form's start ranges (through the form's start_sampler, if it has one). At each
+   point the parameters the form declares linear are solved for exactly. The n_starts
+   lowest-cost points at least MIN_START_DISTANCE apart become the starting points.
+3. Multi-start least squares. From each start, scipy.optimize.least_squares (trust-region
+   reflective, bounded, with the form's analytic gradient when it has one) runs to
+   convergence, and the lowest cost wins. Each nonlinear parameter is then scanned over
+   its start range, and any other minimum of that profile is solved from, which catches a
+   neighbouring basin every start missed. With a robust loss, the search is repeated with
+   that loss from the linear optimum and every start.
+4. Standard errors: cov = s^2 (J^T J)^-1 with s^2 = sum r^2 / (n - p) and J the Jacobian
+   at the optimum. They are NaN, with a warning, when J^T J is singular or n = p.
+5. Leave-one-out: each observation is left out in turn, the law is refitted from the optimum
    and the left-out metric is predicted; the absolute percentage errors are averaged.
-5. Residual bootstrap. Each residual is divided by sqrt(1 - h_i), h_i its leverage (the
+6. Residual bootstrap. Each residual is divided by sqrt(1 - h_i), h_i its leverage (the
    diagonal of the hat matrix J (J^T J)^-1 J^T), which makes its variance that of the
    noise for a linear model, and the results are centred. Each replicate adds resampled
    residuals to the fitted values and refits from the optimum. The replicate parameter
@@ -48,7 +51,7 @@ DEFAULT_N_BOOTSTRAP = 200
 SCREEN_FACTOR = 32
 """Candidate points screened per starting point kept."""
 MIN_START_DISTANCE = 0.15
-"""Least distance between two starting points, in units of the start ranges."""
+"""Minimum distance between two starting points, in units of the start ranges."""
 
 _TOLERANCE = 1e-10  # ftol, xtol and gtol of every least-squares solve
 _SINGULAR_RATIO = 1e-8  # smallest / largest singular value of the column-scaled Jacobian
@@ -83,7 +86,7 @@ class Observations:
 
     Raises:
         LawFitError: lengths differ, there are no observations, or a value is non-finite or
-            outside its range; the message names the array, the index and the value.
+            outside its range. The message names the array, the index and the value.
     """
 
     n_layers: np.ndarray
@@ -93,7 +96,8 @@ class Observations:
     labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        arrays = {name: np.asarray(getattr(self, name), dtype=float).ravel()
+        # np.array copies, so freezing the arrays below never freezes the caller's.
+        arrays = {name: np.array(getattr(self, name), dtype=float).ravel()
                   for name in (*INPUT_NAMES, "y")}
         lengths = {len(values) for values in arrays.values()}
         if len(lengths) != 1:
@@ -114,7 +118,8 @@ class Observations:
         not_finite = np.flatnonzero(~np.isfinite(y))
         if not_finite.size:
             index = int(not_finite[0])
-            raise LawFitError(f"metric values must be finite, got y[{index}] = {float(y[index])!r}")
+            raise LawFitError(
+                f"metric values must be finite, got y[{index}] = {float(y[index])!r}")
         outside = np.flatnonzero((y < 0) | (y > 1))
         if outside.size:
             index = int(outside[0])
@@ -254,7 +259,8 @@ class _Problem:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             values = self.form.function(params, self.n_layers, self.d_model, self.d_prime,
                                         **self.settings)
-        return np.broadcast_to(np.asarray(values, dtype=float), (len(points), len(self.n_layers)))
+        shape = (len(points), len(self.n_layers))
+        return np.broadcast_to(np.asarray(values, dtype=float), shape)
 
     def jacobian(self, theta: Sequence[float]) -> np.ndarray:
         """Return d prediction / d free parameter, shape (n, p), from the form's gradient."""
@@ -262,8 +268,8 @@ class _Problem:
         if gradient is None:
             raise LawFormError(f"form {self.form.name!r} declares no gradient")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            partials = gradient(self.params(theta), self.n_layers, self.d_model,
-                                          self.d_prime, **self.settings)
+            partials = gradient(self.params(theta), self.n_layers, self.d_model, self.d_prime,
+                                **self.settings)
         shape = self.n_layers.shape
         return np.column_stack([np.broadcast_to(np.asarray(partials[name], dtype=float), shape)
                                 for name in self.free])
@@ -271,7 +277,8 @@ class _Problem:
 
 def _solve(problem: _Problem, theta0: np.ndarray, y: np.ndarray, loss: str,
            loss_scale: float, max_evaluations_per_param: int = 100) -> OptimizeResult | None:
-    """Run one bounded least-squares solve; None when the start gives non-finite residuals.
+    """Run one bounded least-squares solve, or return None when the start gives non-finite
+    residuals.
 
     The solve stops after max_evaluations_per_param x (p + 1) function evaluations.
     """
@@ -390,9 +397,11 @@ def _starting_points(problem: _Problem, y: np.ndarray, n_starts: int,
 
 def _scan_minima(problem: _Problem, theta: np.ndarray, index: int,
                  y: np.ndarray) -> list[tuple[float, np.ndarray]]:
-    """Scan one nonlinear parameter over its start range, the other nonlinear parameters
-    fixed at theta and the linear ones re-solved; return the local minima of that profile
-    as (cost, point), lowest first."""
+    """Return the local minima of a one-parameter profile as (cost, point), lowest first.
+
+    The parameter at index is scanned over its start range. The other nonlinear parameters
+    stay at theta, and the linear ones are re-solved at every grid point.
+    """
     unit_points = np.full((_SCAN_POINTS, len(theta)), 0.5)
     unit_points[:, index] = (np.arange(_SCAN_POINTS) + 0.5) / _SCAN_POINTS
     points = np.tile(theta, (_SCAN_POINTS, 1))
@@ -410,11 +419,11 @@ def _refine_by_scanning(problem: _Problem, best: OptimizeResult,
     """Look for lower minima next to the best fit, one nonlinear parameter at a time.
 
     Two close basins of one exponent (the Performance Law's c, with few distinct D'
-    values, has them) can trap every start in the worse basin. Each nonlinear parameter
-    is scanned (see _scan_minima); every profile minimum whose cost is within
-    _SCAN_COST_RATIO of the best, other than the one in the best fit's own basin, is
-    solved from, and the best result is kept. This repeats while it improves the fit, at
-    most _SCAN_ROUNDS times.
+    values, has them) can trap every start in the worse basin. So each nonlinear parameter
+    is scanned (see _scan_minima), and a full solve starts from every profile minimum that
+    costs at most _SCAN_COST_RATIO times the best, except the one in the best fit's own
+    basin. The lowest result is kept. This repeats while it improves the fit, at most
+    _SCAN_ROUNDS times.
     """
     for _ in range(_SCAN_ROUNDS):
         improved = False
@@ -422,8 +431,8 @@ def _refine_by_scanning(problem: _Problem, best: OptimizeResult,
             minima = _scan_minima(problem, best.x, index, y)
             if not minima:
                 continue
-            own_basin = min(range(len(minima)),
-                            key=lambda position: abs(minima[position][1][index] - best.x[index]))
+            distances = [abs(point[index] - best.x[index]) for _, point in minima]
+            own_basin = int(np.argmin(distances))
             for position, (cost, point) in enumerate(minima):
                 if position == own_basin or cost > _SCAN_COST_RATIO * best.cost:
                     continue
@@ -599,7 +608,7 @@ def _multi_start(problem: _Problem, starts: np.ndarray, y: np.ndarray, loss: str
     Each start first gets a short budget of evaluations, which suffices for all but starts
     that creep along a ridge of near-equivalent parameters (in the Performance Law, a large
     weight with an exponent near 0). Of the _POLISHED lowest-cost solves, those that did not
-    converge then continue to the full budget; the rest of the ridge creepers are dropped.
+    converge then continue to the full budget; the others keep their short-budget result.
     """
     results = []
     for start in starts:
@@ -721,12 +730,13 @@ def fit_law(
         The fitted law.
 
     Raises:
-        LawFitError: the form or a setting is unknown; an argument is out of range; a
-            constant input cannot be folded; there are fewer observations than free
-            parameters; or no starting point gives finite residuals.
+        LawFitError: the form or a setting is unknown, or an argument is out of range. Also
+            when a constant input cannot be folded, when there are fewer observations than
+            free parameters, or when no starting point gives finite residuals.
     """
     if not isinstance(observations, Observations):
-        raise LawFitError(f"observations must be an Observations, got {type(observations)}")
+        raise LawFitError(f"observations must be an Observations instance, got "
+                          f"{type(observations).__name__}")
     _check_fit_arguments(robust_loss, loss_scale, n_starts, n_bootstrap)
     law_form, settings = _resolve_form(form, form_settings)
     fixed, warnings = _fold_constant_inputs(law_form, observations)
@@ -739,37 +749,27 @@ def fit_law(
             f"observations of {metric}; add at least {p - n} runs"
         )
 
-    # Multi-start search, first with the linear loss, then with the robust loss if asked.
-    starts = _starting_points(problem, y, n_starts, seed)
-    best, converged = _multi_start(problem, starts, y, "linear", 1.0)
-    if best is None:
-        raise LawFitError(f"no starting point of form {form!r} gives finite predictions")
-    best = _refine_by_scanning(problem, best, y)
-    scale = 1.0
-    if robust_loss != "linear":
-        scale = loss_scale or _noise_scale(best.fun)
-        robust_starts = np.vstack([best.x, starts])
-        robust_best, converged = _multi_start(problem, robust_starts, y, robust_loss, scale)
-        if robust_best is not None:
-            best = robust_best
-    if best.status <= 0:
-        warnings.append("the best fit stopped at the evaluation limit before converging")
-    theta = best.x
+    search = _search_optimum(problem, y, n_starts, seed, robust_loss, loss_scale)
+    warnings += search.warnings
+    theta, scale = search.best.x, search.loss_scale
 
-    # Goodness of fit and standard errors.
+    # Goodness of fit, standard errors and leave-one-out predictions.
     fitted = problem.predict(theta)
     residuals = y - fitted
     stderr, stderr_warnings = _standard_errors(problem, theta, residuals, robust_loss, scale)
     warnings += stderr_warnings + _bound_warnings(problem, theta)
-
     loo_predictions = np.full(n, np.nan)
     if leave_one_out and n - 1 >= p:
         loo_predictions = _leave_one_out(problem, theta, y, robust_loss, scale)
+        failed = int(np.sum(np.isnan(loo_predictions)))
+        if failed:
+            warnings.append(f"{failed} leave-one-out refits failed and are left out of the "
+                            "leave-one-out errors")
     elif leave_one_out:
         warnings.append(f"leave-one-out needs at least {p + 1} observations; it was skipped")
 
     # Residual bootstrap.
-    replicates, rescaled, failures = np.empty((0, p)), np.empty(0), 0
+    replicates, rescaled = np.empty((0, p)), np.empty(0)
     if n_bootstrap and n > p:
         rescaled = _rescaled_residuals(problem, theta, residuals)
         replicates, failures = _bootstrap(problem, theta, fitted, rescaled, n_bootstrap, seed,
@@ -781,30 +781,29 @@ def fit_law(
         warnings.append(f"the bootstrap needs more observations than the {p} free parameters;"
                         " it was skipped, so the law has no prediction intervals")
 
+    finite_loo = np.isfinite(loo_predictions)
+    fitted_params = problem.params(theta)
     diagnostics = FitDiagnostics(
         n_observations=n,
         n_free_params=p,
-        cost=float(best.cost),
+        cost=float(search.best.cost),
         r2=_r_squared(y, residuals),
         rmse=float(np.sqrt(np.mean(residuals**2))),
         mape_percent=_percentage_error(y, fitted),
-        loo_mape_percent=_percentage_error(y, loo_predictions),
-        loo_rmse=float(np.sqrt(np.mean((y - loo_predictions) ** 2))),
-        n_starts=len(starts),
-        n_starts_converged=converged,
+        loo_mape_percent=_percentage_error(y[finite_loo], loo_predictions[finite_loo]),
+        loo_rmse=_root_mean_square(y[finite_loo] - loo_predictions[finite_loo]),
+        n_starts=search.n_starts,
+        n_starts_converged=search.n_converged,
         robust_loss=robust_loss,
         loss_scale=None if robust_loss == "linear" else scale,
         seed=seed,
         n_bootstrap=len(replicates),
     )
-    all_params = problem.params(theta)
-    bootstrap_params = np.array([[problem.params(row)[name] for name in law_form.param_names]
-                                 for row in replicates]).reshape(-1, len(law_form.param_names))
     return FittedLaw(
         form=law_form.name,
         settings=settings,
         metric=metric,
-        params={name: all_params[name] for name in law_form.param_names},
+        params={name: fitted_params[name] for name in law_form.param_names},
         stderr=dict(zip(problem.free, (float(value) for value in stderr))),
         fixed_params=dict(fixed),
         folded_inputs=tuple(name for name in INPUT_NAMES if name in law_form.folds
@@ -812,9 +811,53 @@ def fit_law(
         diagnostics=diagnostics,
         observations=observations,
         warnings=tuple(warnings),
-        bootstrap_params=bootstrap_params,
+        bootstrap_params=_full_parameter_rows(problem, replicates),
         bootstrap_residuals=rescaled,
     )
+
+
+@dataclass(frozen=True)
+class _SearchResult:
+    best: OptimizeResult
+    loss_scale: float
+    n_starts: int
+    n_converged: int
+    warnings: list[str]
+
+
+def _search_optimum(problem: _Problem, y: np.ndarray, n_starts: int, seed: int,
+                    robust_loss: str, loss_scale: float | None) -> _SearchResult:
+    """Find the lowest-cost parameters: multi-start search and scans with the linear loss,
+    then, for a robust loss, a multi-start search with it from the linear optimum."""
+    starts = _starting_points(problem, y, n_starts, seed)
+    best, converged = _multi_start(problem, starts, y, "linear", 1.0)
+    if best is None:
+        raise LawFitError(
+            f"no starting point of form {problem.form.name!r} gives finite predictions")
+    best = _refine_by_scanning(problem, best, y)
+
+    scale = 1.0
+    if robust_loss != "linear":
+        scale = loss_scale or _noise_scale(best.fun)
+        robust_starts = np.vstack([best.x, starts])
+        robust_best, converged = _multi_start(problem, robust_starts, y, robust_loss, scale)
+        if robust_best is not None:
+            best = robust_best
+    warnings = []
+    if best.status <= 0:
+        warnings.append("the best fit stopped at the evaluation limit before converging")
+    return _SearchResult(best, scale, len(starts), converged, warnings)
+
+
+def _full_parameter_rows(problem: _Problem, rows: np.ndarray) -> np.ndarray:
+    """Expand free-parameter rows (B, p) to rows of every form parameter, in form order."""
+    names = problem.form.param_names
+    full = [[problem.params(row)[name] for name in names] for row in rows]
+    return np.array(full, dtype=float).reshape(-1, len(names))
+
+
+def _root_mean_square(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(values**2))) if len(values) else math.nan
 
 
 def _noise_scale(residuals: np.ndarray) -> float:
@@ -950,6 +993,31 @@ class FittedLaw:
                 samples.reshape(-1, block.shape[1]), quantiles, axis=0)
         return bounds[0].reshape(shape), bounds[1].reshape(shape)
 
+    def parameter_intervals(self, level: float = 0.9) -> dict[str, tuple[float, float]]:
+        """Return bootstrap percentile intervals of the free parameters.
+
+        Unlike the standard errors, these follow a curved cost valley, so they are the better
+        guide when parameters trade off against each other.
+
+        Raises:
+            LawFitError: the law was fitted without bootstrap.
+            LawInputError: level is not strictly between 0 and 1.
+        """
+        if not 0 < level < 1:
+            raise LawInputError(f"level must lie strictly between 0 and 1, got {level!r}")
+        if len(self.bootstrap_params) == 0:
+            raise LawFitError(
+                f"the {self.metric} law has no bootstrap replicates; refit it with "
+                "n_bootstrap > 0 to get intervals"
+            )
+        quantiles = [(1 - level) / 2, (1 + level) / 2]
+        intervals = {}
+        for index, name in enumerate(self.law_form.param_names):
+            if name in self.stderr:
+                low, high = np.quantile(self.bootstrap_params[:, index], quantiles)
+                intervals[name] = (float(low), float(high))
+        return intervals
+
     def extrapolation_flags(self, n_layers: Any, d_model: Any,
                             d_prime: Any) -> dict[str, np.ndarray]:
         """Return, per input name, a boolean array: True where the value lies outside the
@@ -1015,7 +1083,8 @@ class FittedLaw:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise LawFitError(
-                f"stored law has format_version {version!r}; this version reads {FORMAT_VERSION}"
+                f"stored law has format_version {version!r}, but this version of perflaw "
+                f"reads only format_version {FORMAT_VERSION}"
             )
         try:
             form = get_form(data["form"])

@@ -57,9 +57,9 @@ class LawForm:
             to its observed values. It returns {parameter: values} for the parameters it
             places; the others are spread linearly over their start ranges.
         folds: input name -> {parameter: value}. When every observation shares one value of
-            that input, its term is a constant; the fitter fixes these parameters at these
-            values so that the term is either zero or constant, and the intercept absorbs it.
-            An input with no entry cannot be folded and must vary.
+            that input, its term is a constant. The fitter then fixes these parameters at
+            these values, which make the term zero or constant, and the intercept absorbs
+            it. An input with no entry cannot be folded and must vary.
         linear_params: parameters the formula is affine in. The fitter solves for them by
             linear least squares at every starting point, which makes starts much better.
         intercept: the additive constant that absorbs folded terms, or None.
@@ -193,11 +193,14 @@ def check_form_declaration(form: LawForm) -> None:
                 f"{sorted(set(fixed) - known)}"
             )
     if not set(form.linear_params) <= known:
-        raise LawFormError(f"form {form.name!r}: linear_params must be parameters")
+        raise LawFormError(f"form {form.name!r}: linear_params names unknown parameters "
+                           f"{sorted(set(form.linear_params) - known)}")
     if form.intercept is not None and form.intercept not in known:
-        raise LawFormError(f"form {form.name!r}: intercept {form.intercept!r} is no parameter")
+        raise LawFormError(
+            f"form {form.name!r}: intercept {form.intercept!r} is not one of its parameters")
     if set(form.setting_bounds) - set(form.default_settings):
-        raise LawFormError(f"form {form.name!r}: setting_bounds name unknown settings")
+        raise LawFormError(f"form {form.name!r}: setting_bounds names unknown settings "
+                           f"{sorted(set(form.setting_bounds) - set(form.default_settings))}")
 
 
 _REGISTRY: dict[str, LawForm] = {}

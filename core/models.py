@@ -2,16 +2,17 @@
 
 SASRec follows Kang and McAuley, "Self-Attentive Sequential Recommendation" (ICDM 2018),
 with pre-LN blocks: x + Attention(LN(x)), then x + FFN(LN(x)), then a final LayerNorm.
-Deviations from the paper, all shared with the public PyTorch reimplementation
-SASRec.pytorch (pmixer) unless noted:
-- pre-LN instead of the paper's post-attention normalisation;
+This is the norm_first variant of the public PyTorch reimplementation SASRec.pytorch
+(pmixer), which differs from it as follows:
 - nn.Linear feed-forward layers instead of 1x1 convolutions (the same parameters);
 - separate Q, K, V and output projections with biases (the parameters that
   nn.MultiheadAttention packs into one input projection and one output projection);
-- padded keys are masked out of attention (the reimplementation lets real positions attend
-  to padding), so the outputs at real positions do not depend on the padding;
-- positions are counted from the right end of the window, so the most recent item always
-  gets position max_len - 1 and a sequence gives the same outputs at any input width.
+- padded keys are masked out of attention, where the reimplementation lets real
+  positions attend to padding, so here the outputs at real positions do not depend on it;
+- max_len position embeddings counted from the right end of the window, so the most
+  recent item always gets position max_len - 1 and a sequence gives the same outputs at
+  any input width. The reimplementation numbers the slots of a full-width window and
+  keeps an extra zero row for padding.
 
 LlamaRec swaps the normalisation, positions and feed-forward for those of LLaMA (Touvron
 et al., 2023). It uses RMSNorm without bias and rotary position embeddings without

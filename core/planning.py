@@ -1,8 +1,8 @@
 """Choosing a model size with a fitted law: best config under a budget, and CI checks.
 
-A plan evaluates every (n_layers, d_model) pair of a grid, predicts the metric with the law
-at the dataset's D', measures each config by the budget's kind, and returns the best config
-within the budget together with the Pareto frontier of size against predicted metric.
+A plan evaluates every (n_layers, d_model) pair of a grid. It predicts the metric with the
+law at the dataset's D' and measures each config in the budget's unit. It returns the best
+config within the budget and the Pareto frontier of size against predicted metric.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class _Sizing:
-    """How candidates are sized: the dataset's items and the budget's unit."""
+    """Sizing inputs of candidates: the dataset's item count and the budget's unit."""
 
     n_items: int
     budget_kind: str
@@ -377,7 +377,7 @@ def check_config(
         budget: the config's size (in budget_kind units) must not exceed it.
         max_gap: the config's prediction may fall short of the best config within the
             budget by at most this (in metric units). The budget defaults to the config's
-            own size; the best is searched over the grid with the config's arch, n_heads and
+            own size. The best is searched over the grid with the config's arch, n_heads and
             max_len, and the config itself always competes.
 
     Returns:

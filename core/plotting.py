@@ -1,8 +1,8 @@
 """Plots of a fitted law against its observations.
 
 Figures are built with matplotlib's object API (matplotlib.figure.Figure) and rendered by
-the Agg and SVG backends, never through pyplot, so plotting keeps no global state and is
-safe in threads of a web server.
+the Agg and SVG backends, never through pyplot. So each call has its own figure, nothing is
+registered with pyplot's figure manager, and no GUI backend is needed.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def build_law_figure(law: FittedLaw) -> Figure:
 
     Each panel shows the law's curve against that input with the other inputs held at
     held_values(law), with the 90% bootstrap prediction band when the law has replicates.
-    Observations at those held values are drawn in black and the rest in grey. A law with no varying input gets a single
-    panel of observed against fitted values.
+    Observations at those held values are drawn in black and the rest in grey. A law with
+    no varying input gets a single panel of observed against fitted values.
     """
     names = varying_inputs(law)
     n_panels = max(1, len(names))
@@ -121,8 +121,10 @@ def build_law_figure(law: FittedLaw) -> Figure:
 
 
 def render_figure(figure: Figure, format: PlotFormat = "png", *, dpi: int = 100) -> bytes:
-    """Render figure as PNG or SVG bytes, without timestamps so equal figures give equal
-    bytes.
+    """Render figure as PNG or SVG bytes, leaving out the software and date metadata.
+
+    NOTE: equal figures give equal PNG bytes, but SVG element ids are random per render
+    unless the global rcParams["svg.hashsalt"] is set, which this module leaves alone.
 
     Raises:
         ValueError: format is neither "png" nor "svg".

@@ -144,7 +144,7 @@ def _check_columns(columns: Sequence[str], line: int) -> None:
     seen = set()
     for column in columns:
         if column in seen:
-            raise RunsFileError("column appears twice", line=line, column=column)
+            raise RunsFileError("duplicate column", line=line, column=column)
         seen.add(column)
         if column not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and not is_metric_column(column):
             raise RunsFileError(
@@ -160,7 +160,7 @@ def _read_d_prime(row: Mapping[str, Any], line: int) -> tuple[float, int | None,
         apen = _read_float(row["apen"], line, "apen", minimum=0.0)
     if _is_missing(row.get("d_prime")):
         if tokens is None or apen is None:
-            raise RunsFileError("give d_prime, or both tokens and apen", line=line,
+            raise RunsFileError("missing value; give d_prime, or both tokens and apen", line=line,
                                 column="d_prime")
         d_prime = tokens * apen
         if d_prime <= 0:

@@ -1,7 +1,7 @@
 """Exact parameter counts and training FLOPs of the recommender architectures.
 
 The counts are closed forms of the models in core.models, written out per architecture in
-count_parameters; a unit test compares them with sum(p.numel()) of the PyTorch modules.
+count_parameters. A unit test compares them with sum(p.numel()) of the PyTorch modules.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class ParameterCount:
 def ffn_hidden(d_model: int) -> int:
     """Return the SwiGLU hidden width h = 8 * ceil((8 d / 3) / 8) of the llama blocks.
 
-    That is 8 d / 3 (LLaMA, Touvron et al. 2023) rounded up to a multiple of 8, which equals
-    8 * ceil(d / 3).
+    That is the 2/3 x 4d width of LLaMA (Touvron et al., arXiv:2302.13971, 2023) rounded up
+    to a multiple of 8, which equals 8 * ceil(d / 3).
     """
     return 8 * -(-8 * d_model // 24)
 
@@ -111,20 +111,21 @@ def training_flops_per_token(arch: str, n_layers: int, d_model: int, n_heads: in
                              n_items: int, max_len: int, *, n_negatives: int | None = 1) -> int:
     """Estimate the floating-point operations of training on one token (one position).
 
-    Following Kaplan et al., "Scaling Laws for Neural Language Models" (2020), Table 1, a
-    forward pass costs 2 N + 2 L n_ctx d per token, where N is the non-embedding parameter
-    count, L = n_layers, n_ctx = max_len and d = d_model; the second term is the attention
-    scores and their weighted sum. A backward pass costs twice the forward, so training is
-    3 x forward. To this the scoring of candidate items for the loss is added: each scored
-    item is a d-dimensional dot product (2d FLOPs forward), and 1 positive plus n_negatives
-    sampled items are scored per position, or all n_items when n_negatives is None (a full
-    softmax). Hence
+    Following Kaplan et al., "Scaling Laws for Neural Language Models" (arXiv:2001.08361,
+    2020), section 2.1, a forward pass costs 2 N + 2 L n_ctx d per token. N is the
+    non-embedding parameter count, L = n_layers, n_ctx = max_len and d = d_model, and the
+    second term is the attention scores and their weighted sum. A backward pass costs twice
+    the forward, so training is 3 x forward. The loss adds the scoring of candidate items.
+    Each scored item is a d-dimensional dot product (2d FLOPs forward). Per position, 1
+    positive plus n_negatives sampled items are scored, or all n_items when n_negatives is
+    None (a full softmax). Hence
 
         FLOPs per token = 6 N + 6 L max_len d + 6 d (1 + n_negatives).
 
-    Like Kaplan's, this counts matrix multiplications only (no norms, activations or
-    softmax) and charges every position the full context length although causal attention
-    reads on average half of it. SASRec's binary cross-entropy uses n_negatives = 1.
+    Like Kaplan's, this is an estimate. It charges 2 FLOPs per parameter per token (norm and
+    bias parameters included), leaves out activations, softmax and normalisation, and
+    charges every position the full context length although causal attention reads half of
+    it on average. SASRec's binary cross-entropy uses n_negatives = 1.
 
     Raises:
         SizingError: see check_model_size, or n_negatives is not a non-negative integer.
@@ -142,7 +143,8 @@ def training_flops_per_token(arch: str, n_layers: int, d_model: int, n_heads: in
     return 3 * forward
 
 
-_SIZE_PATTERN = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]?)\s*$")
+_SIZE_PATTERN = re.compile(
+    r"^\s*([0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]?)\s*$")
 _SIZE_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9, "t": 10**12}
 
 

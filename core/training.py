@@ -53,6 +53,8 @@ RESUMABLE_CHANGES = ("device", "num_threads")
 # Redraw rounds for negatives that hit the user's own items. A user who has nearly every
 # item could exhaust them, and then keeps a few own items as negatives.
 MAX_NEGATIVE_REDRAWS = 100
+# Smallest width of a length group in a training batch, in items.
+MIN_GROUP_WIDTH = 8
 
 
 class TrainingCancelled(Exception):
@@ -391,15 +393,17 @@ def sample_training_negatives(
     return draws
 
 
-def compute_loss(
+def compute_loss_sum(
     model: CausalRecommender,
     inputs: torch.Tensor,
     positives: torch.Tensor,
     negatives: torch.Tensor,
     loss: str,
 ) -> torch.Tensor:
-    """Return the mean loss over the slots that have a positive.
+    """Return the loss summed over the slots that have a positive (positives != 0).
 
+    For "bce" a slot's loss is BCE(positive, 1) + BCE(negative, 0), so the sum divided
+    by the number of slots is SASRec's mean positive loss plus mean negative loss.
     negatives has the shape of positives for "bce" and shape (n_negatives,) for
     "sampled_softmax".
     """
@@ -410,15 +414,20 @@ def compute_loss(
 
     if loss == "bce":
         negative_logits = model.score(hidden, negatives[has_target])
-        return F.binary_cross_entropy_with_logits(
-            positive_logits, torch.ones_like(positive_logits)
-        ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+        positive_loss = F.binary_cross_entropy_with_logits(
+            positive_logits, torch.ones_like(positive_logits), reduction="sum"
+        )
+        negative_loss = F.binary_cross_entropy_with_logits(
+            negative_logits, torch.zeros_like(negative_logits), reduction="sum"
+        )
+        return positive_loss + negative_loss
 
     negative_logits = hidden @ model.item_embedding(negatives).T
     is_positive = negatives[None, :] == positives[:, None]
     negative_logits = negative_logits.masked_fill(is_positive, -math.inf)
     logits = torch.cat((positive_logits[:, None], negative_logits), dim=1).float()
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+    targets = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, targets, reduction="sum")
 
 
 def first_item_column(inputs: np.ndarray) -> int:
@@ -432,31 +441,50 @@ def first_item_column(inputs: np.ndarray) -> int:
     return int(columns_with_items[0]) if len(columns_with_items) else inputs.shape[1] - 1
 
 
-def prepare_batch(
+def group_rows_by_length(inputs: np.ndarray) -> list[np.ndarray]:
+    """Partition the row indices of left-padded inputs by item count: 1-8, 9-16, 17-32, ..."""
+    lengths = (inputs != 0).sum(axis=1)
+    buckets = np.ceil(np.log2(np.maximum(lengths, MIN_GROUP_WIDTH))).astype(np.int64)
+    return [np.flatnonzero(buckets == bucket) for bucket in np.unique(buckets)]
+
+
+def compute_batch_loss(
+    model: CausalRecommender,
+    inputs: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    loss: str,
+    device: torch.device,
+) -> torch.Tensor:
+    """Return the mean loss over the batch's target slots, computed in length groups.
+
+    Each group of rows is cut to its longest row, which skips most of the padding when
+    many sequences are much shorter than max_len. Rows do not interact in these models,
+    so the result is the loss of the whole batch (dropout masks aside).
+    """
+    total = torch.zeros((), device=device)
+    for group in group_rows_by_length(inputs):
+        first_column = first_item_column(inputs[group])
+        group_negatives = negatives[group, first_column:] if loss == "bce" else negatives
+        arrays = (inputs[group, first_column:], positives[group, first_column:], group_negatives)
+        tensors = [torch.from_numpy(np.ascontiguousarray(array)).to(device) for array in arrays]
+        with autocast(device):
+            total = total + compute_loss_sum(model, *tensors, loss)
+    return total / max(int((positives != 0).sum()), 1)
+
+
+def draw_batch_negatives(
     split: LeaveOneOutSplit,
     rows: np.ndarray,
     config: TrainConfig,
     rng: np.random.Generator,
     n_items: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return inputs, positives and negatives of the training rows, on device.
-
-    Leading columns that are padding in every row are dropped. The negatives have the
-    shape of the positives for "bce" and shape (n_negatives,) for "sampled_softmax".
-    """
+) -> np.ndarray:
+    """Return negatives of the shape of the rows' positives ("bce") or (n_negatives,)."""
     if config.loss == "bce":
         width = split.train_inputs.shape[1]
-        negatives = sample_training_negatives(rng, rows, split.train_item_keys, n_items, width)
-    else:
-        negatives = rng.integers(1, n_items + 1, size=config.n_negatives)
-
-    first_column = first_item_column(split.train_inputs[rows])
-    inputs = split.train_inputs[rows, first_column:]
-    positives = split.train_positives[rows, first_column:]
-    if config.loss == "bce":
-        negatives = negatives[:, first_column:]
-    return tuple(torch.from_numpy(array).to(device) for array in (inputs, positives, negatives))
+        return sample_training_negatives(rng, rows, split.train_item_keys, n_items, width)
+    return rng.integers(1, n_items + 1, size=config.n_negatives)
 
 
 def train_one_epoch(
@@ -474,11 +502,15 @@ def train_one_epoch(
 
     for start in range(0, len(order), config.batch_size):
         rows = order[start : start + config.batch_size]
-        inputs, positives, negatives = prepare_batch(
-            split, rows, config, rng, model.config.n_items, device
+        negatives = draw_batch_negatives(split, rows, config, rng, model.config.n_items)
+        loss = compute_batch_loss(
+            model,
+            split.train_inputs[rows],
+            split.train_positives[rows],
+            negatives,
+            config.loss,
+            device,
         )
-        with autocast(device):
-            loss = compute_loss(model, inputs, positives, negatives, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

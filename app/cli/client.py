@@ -38,8 +38,8 @@ def _describe_problem(response: httpx.Response) -> str:
     try:
         problem = response.json()
     except ValueError:
-        return f"server answered {response.status_code}: {response.text[:300]}"
-    message = f"server answered {response.status_code}: {problem.get('detail') or problem.get('title')}"
+        return f"server returned {response.status_code}: {response.text[:300]}"
+    message = f"server returned {response.status_code}: {problem.get('detail') or problem.get('title')}"
     location = [f"{key} {problem[key]}" for key in ("line", "column", "value", "limit") if problem.get(key) is not None]
     return message + (f" ({', '.join(location)})" if location else "")
 

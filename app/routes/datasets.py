@@ -287,7 +287,7 @@ def delete_dataset(dataset: OwnedDataset, session: SessionDep) -> Response:
 
 
 def _queue_profile_job(session, dataset: Dataset, params: ProfileParams) -> JSONResponse:
-    """Queue (or find the queued) analysis job of a large dataset and answer 202 with it."""
+    """Queue (or find the queued) analysis job of a large dataset and return it with status 202."""
     payload = {"dataset_id": dataset.id, "params": {"m": params.m, "r": params.r, "max_len": params.max_len, "variant": params.variant}}
     pending = session.scalars(
         select(Job).where(Job.tenant_id == dataset.tenant_id, Job.kind == "analyze_dataset", Job.status.in_(("queued", "running")))

@@ -11,6 +11,9 @@ from core.dataset import SequenceDataset
 from core.readers.errors import LimitExceededError
 from core.readers.labels import LabelEncoder
 
+# Rows per slice in the order checks, which keeps their temporary arrays small (4M rows).
+CHECK_CHUNK_ROWS = 1 << 22
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -31,17 +34,36 @@ def order_interactions(user_codes: np.ndarray, timestamps: np.ndarray | None) ->
     Returns None when the rows are in that order already. Without timestamps, or with
     timestamps that never decrease over the file, a stable sort by user is enough.
     """
-    n_rows = len(user_codes)
-    user_steps = np.diff(user_codes)
-    users_grouped = not np.any(user_steps < 0)
-    if timestamps is None or not np.any(np.diff(timestamps) < 0):
+    users_grouped = _is_non_decreasing(user_codes)
+    if timestamps is None or _is_non_decreasing(timestamps):
         return None if users_grouped else _stable_order(user_codes)
-    if users_grouped:
-        time_steps = np.diff(timestamps)
-        if not np.any((time_steps < 0) & (user_steps == 0)):
-            return None
+    if users_grouped and _is_sorted_within_users(user_codes, timestamps):
+        return None
     by_time = np.argsort(timestamps, kind="stable")
-    return by_time[_stable_order(user_codes[by_time])] if n_rows else by_time
+    return by_time[_stable_order(user_codes[by_time])]
+
+
+def _chunk_starts(n_rows: int) -> range:
+    # The checks below work on slices of CHECK_CHUNK_ROWS + 1 rows (overlapping by one), so
+    # their temporaries stay small next to the O(n_rows) arrays being checked.
+    return range(0, max(n_rows - 1, 0), CHECK_CHUNK_ROWS)
+
+
+def _is_non_decreasing(values: np.ndarray) -> bool:
+    for start in _chunk_starts(len(values)):
+        if np.any(np.diff(values[start : start + CHECK_CHUNK_ROWS + 1]) < 0):
+            return False
+    return True
+
+
+def _is_sorted_within_users(user_codes: np.ndarray, timestamps: np.ndarray) -> bool:
+    """Check that timestamps never decrease between consecutive rows of one user."""
+    for start in _chunk_starts(len(user_codes)):
+        window = slice(start, start + CHECK_CHUNK_ROWS + 1)
+        same_user = np.diff(user_codes[window]) == 0
+        if np.any(same_user & (np.diff(timestamps[window]) < 0)):
+            return False
+    return True
 
 
 def _stable_order(keys: np.ndarray) -> np.ndarray:
@@ -52,7 +74,9 @@ def _stable_order(keys: np.ndarray) -> np.ndarray:
         return np.argsort(keys, kind="stable")
     packed = keys.astype(np.int64)
     packed <<= 32
-    packed |= np.arange(n_rows, dtype=np.int64)
+    for start in range(0, n_rows, CHECK_CHUNK_ROWS):
+        stop = min(start + CHECK_CHUNK_ROWS, n_rows)
+        packed[start:stop] |= np.arange(start, stop, dtype=np.int64)
     packed.sort()
     packed &= 0xFFFFFFFF
     return packed

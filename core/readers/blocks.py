@@ -1,6 +1,6 @@
 """Decompressed text cut into blocks of whole lines, checked as UTF-8 text on the way.
 
-Memory holds at most one block (BLOCK_BYTES, or the longest line if longer) at a time.
+Memory holds about one block at a time: BLOCK_BYTES, or the longest line if that is longer.
 """
 
 from __future__ import annotations

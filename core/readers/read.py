@@ -38,17 +38,18 @@ def read_interactions(
 
     Users and items are numbered in order of first appearance (items from 1, as
     SequenceDataset requires) and keep their original ids as labels. Each user's sequence is
-    ordered by timestamp with ties in file order, or in file order without timestamps; a
-    user's rows need not be contiguous. Text is streamed in blocks, so memory holds one block
-    plus the result arrays.
+    ordered by timestamp with ties in file order, or in file order without timestamps, and a
+    user's rows need not be contiguous. Text is streamed in blocks, so besides one block the
+    memory holds O(interactions) arrays: int32 codes and float64 timestamps while reading,
+    then the dataset.
 
     Args:
-        source: a path, or a binary stream positioned at the start of the log. Zip archives
-            and Parquet files from a stream that cannot seek are first copied to a
-            temporary file.
+        source: a path, or a binary stream positioned at the start of the log. A zip archive
+            from a stream that cannot seek, and Parquet that is compressed or comes from such
+            a stream, are first copied to a temporary file.
         options: format, separator, header, columns and compression; None fields are detected.
-        filename: the name used for detection (extensions such as .inter, .parquet, .gz) and
-            in messages; defaults to the path's or stream's name.
+        filename: the name whose extension (.inter, .parquet, .gz, ...) detection uses;
+            defaults to the path's or the stream's name.
         limits: bounds checked while reading.
         on_progress: called after each block with the number of input bytes consumed so far
             (compressed bytes for compressed input).
@@ -81,7 +82,6 @@ def read_interactions(
             detected = _read_text(
                 decompressed, options, limits, builder, stats, warnings, report, counter
             )
-        report(counter.bytes_read)
     detected["compression"] = decompressed.compression
     _check_rows_left(stats, detected)
     if stats.rows_dropped:
@@ -132,6 +132,7 @@ def _read_text(
     warnings.extend(layout.warnings)
     for batch in parse_text(text.blocks(), layout, options.drop_invalid, stats):
         builder.add(batch)
+    report(counter.bytes_read)
     return layout.describe()
 
 
@@ -148,15 +149,22 @@ def _read_parquet(
     # Parquet needs random access and offsets from the file's start: read an uncompressed,
     # seekable input that starts at byte 0 in place, and copy anything else (decompressing it
     # under the limits) to a temporary file.
-    if decompressed.compression == "none" and counter.seekable() and counter.start == 0:
+    in_place = decompressed.compression == "none" and counter.seekable() and counter.start == 0
+    if in_place:
         file = counter.raw
     else:
         file = spool_to_temporary_file(decompressed.stream, stack)
+        report(counter.bytes_read)
     file_bytes = file.seek(0, os.SEEK_END)
     file.seek(0)
+
+    # Row-group progress counts the Parquet file's bytes, which are the input's bytes only
+    # when the file is read in place.
     reader = ParquetReader(file, options, limits, file_bytes)
-    for batch in reader.batches(stats, options.drop_invalid, report):
+    row_group_progress = report if in_place else (lambda _: None)
+    for batch in reader.batches(stats, options.drop_invalid, row_group_progress):
         builder.add(batch)
+    report(file_bytes if in_place else counter.bytes_read)
     return reader.describe()
 
 

@@ -271,6 +271,28 @@ def test_dataset_apen_invariant_to_user_order(sequences, variant, data):
         assert (math.isnan(first) and math.isnan(second)) or abs(first - second) <= TOLERANCE
 
 
+@settings(max_examples=30, deadline=None)
+@given(sequences=sequence_lists(max_length=80), m=template_lengths)
+def test_exact_measures_ignore_id_numbering(sequences, m):
+    # Negative and very large ids take the re-coding path. Exact matching compares ids for
+    # equality only, so any one-to-one numbering gives the same values.
+    items, offsets = to_csr(sequences)
+    relabeled = items * -(10**12) + 17
+    for variant in ("pincus", "reference"):
+        assert_close(
+            compute_apen(relabeled, offsets, m, 0.0, variant),
+            compute_apen(items, offsets, m, 0.0, variant).tolist(),
+        )
+    assert_close(compute_lz_entropy(relabeled, offsets), compute_lz_entropy(items, offsets).tolist())
+    assert_close(
+        compute_sample_entropy(relabeled, offsets, m, 0.0),
+        compute_sample_entropy(items, offsets, m, 0.0).tolist(),
+    )
+    pooled = compute_pooled_apen(relabeled, offsets, m, 0.0)
+    expected = compute_pooled_apen(items, offsets, m, 0.0)
+    assert (math.isnan(pooled) and math.isnan(expected)) or abs(pooled - expected) <= TOLERANCE
+
+
 def test_lz_lambdas_worked_example():
     # 0-based: Lambda_0 = 1, Lambda_1 = 1 ("2" is new), Lambda_2 = 4 (the rest "121" starts
     # at 0 too, so the end convention adds one), Lambda_3 = 3 ("21" starts at 1), Lambda_4 = 2.
@@ -327,6 +349,20 @@ def test_reference_negative_r_matches_authors_behaviour(r):
     assert values[0] == values[1] == 0.0  # n < m
     assert np.all(values[3:] < TOLERANCE)  # n > m: phi(m) and phi(m+1) cancel
     assert np.isnan(compute_sample_entropy(items, offsets, 2, r)).all()
+
+
+def test_profile_with_negative_r_reference():
+    sequences = [[1, 2], [1, 2, 3, 1], [2, 2, 2, 2, 2, 2], [3]]
+    profile = profile_dataset(
+        from_sequences(sequences), ProfileParams(m=2, r=-1.0, max_len=None, variant="reference")
+    )
+    expected_apen = np.mean([naive_apen_reference(sequence, 2, -1.0) for sequence in sequences])
+    assert profile.apen.mean == pytest.approx(expected_apen, abs=TOLERANCE)
+    assert profile.apen.n_used == 4
+    assert profile.sample_entropy.n_used == 0
+    assert profile.sample_entropy.n_left_out == 4
+    expected_lz = np.mean([naive_lz_entropy(sequence) for sequence in sequences])
+    assert profile.lz_entropy.mean == pytest.approx(expected_lz, abs=TOLERANCE)
 
 
 @pytest.mark.parametrize("variant", ["pincus", "pooled"])

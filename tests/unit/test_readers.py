@@ -284,6 +284,18 @@ def test_gzip_compressed_parquet(tmp_path):
     assert sequences(result) == {"x": ["1", "2"]}
 
 
+def test_parquet_progress_ends_at_file_size(tmp_path):
+    path = tmp_path / "log.parquet"
+    table = pa.table({"user_id": [1, 2] * 500, "item_id": list(range(1000))})
+    pq.write_table(table, path, row_group_size=100)
+    reported: list[int] = []
+    read_interactions(path, on_progress=reported.append)
+
+    assert len(reported) > 2
+    assert reported == sorted(reported)
+    assert reported[-1] == path.stat().st_size
+
+
 def test_parquet_columns_by_position(tmp_path):
     table = pa.table({"a": ["x", "y"], "b": [1.5, 0.5], "c": ["u", "u"]})
     pq.write_table(table, tmp_path / "log.parquet")

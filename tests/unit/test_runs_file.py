@@ -112,7 +112,7 @@ HEADER = "dataset,n_layers,d_model,n_heads,max_len,tokens,apen,d_prime,protocol,
     ("ml,2.5,64,2,50,1000,0.5,,full,0.2", "column 'n_layers': expected an integer >= 1"),
     ("ml,2,64,3,50,1000,0.5,,full,0.2", "column 'd_model': d_model 64 is not a multiple"),
     (",2,64,2,50,1000,0.5,,full,0.2", "column 'dataset': missing value"),
-    ("ml,2,64,2,50,,0.5,,full,0.2", "column 'd_prime': give d_prime, or both tokens and apen"),
+    ("ml,2,64,2,50,,0.5,,full,0.2", "column 'd_prime': missing value; give d_prime, or both tokens and apen"),
     ("ml,2,64,2,50,1000,0.0,,full,0.2", "d_prime = tokens x apen = 0 must be positive"),
     ("ml,2,64,2,50,1000,0.5,600,full,0.2", "column 'd_prime': d_prime 600 differs"),
     ("ml,2,64,2,50,1000,0.5,500.1,full,0.2", None),
@@ -139,7 +139,7 @@ def test_error_carries_line_and_column():
 
 @pytest.mark.parametrize("header, message", [
     ("dataset,n_layer,d_model", "column 'n_layer': unknown column"),
-    ("dataset,hr@10,HR@10", "column 'hr@10': column appears twice"),
+    ("dataset,hr@10,HR@10", "column 'hr@10': duplicate column"),
     ("dataset,ndcg@0", "column 'ndcg@0': unknown column"),
 ])
 def test_invalid_header_raises(header, message):

@@ -9,9 +9,13 @@ import torch
 
 from core.dataset import from_sequences
 from core.models import ModelConfig
+from core.evaluation import left_pad_windows
+from core.models import build_model
 from core.training import (
     TrainConfig,
     TrainingCancelled,
+    compute_batch_loss,
+    compute_loss_sum,
     split_leave_one_out,
     train_and_evaluate,
 )
@@ -168,6 +172,34 @@ def test_early_stopping_after_patience():
     assert result.stopped_early
     assert result.epochs_run == 3
     assert result.best_epoch == 1
+
+
+@pytest.mark.parametrize("arch, loss", [("sasrec", "bce"), ("llama", "sampled_softmax")])
+def test_length_groups_give_whole_batch_loss(arch, loss):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, n_layers=2, d_model=16, max_len=40, n_items=N_ITEMS))
+    model.eval()
+    rng = np.random.default_rng(0)
+    lengths = np.array([1, 3, 8, 9, 15, 16, 17, 30, 39, 2])
+    ends = np.cumsum(lengths + 1)
+    items = rng.integers(1, N_ITEMS + 1, size=int(ends[-1]))
+    inputs = left_pad_windows(items, ends - lengths - 1, ends - 1, 40)
+    positives = left_pad_windows(items, ends - lengths, ends, 40)
+    if loss == "bce":
+        negatives = rng.integers(1, N_ITEMS + 1, size=inputs.shape)
+    else:
+        negatives = rng.integers(1, N_ITEMS + 1, size=5)
+
+    grouped = compute_batch_loss(model, inputs, positives, negatives, loss, torch.device("cpu"))
+    whole = compute_loss_sum(
+        model,
+        torch.from_numpy(inputs),
+        torch.from_numpy(positives),
+        torch.from_numpy(negatives),
+        loss,
+    ) / lengths.sum()
+
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_split_keeps_short_sequences_for_training_only():

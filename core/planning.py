@@ -251,9 +251,16 @@ def _evaluate(law: FittedLaw, d_prime: float, configs: Sequence[SizeConfig], siz
 
 
 def _best(candidates: Sequence[Candidate]) -> Candidate:
-    """Return the highest prediction; among ties, the smallest size, then fewest params."""
-    top = max(candidate.predicted for candidate in candidates)
-    tied = [candidate for candidate in candidates if candidate.predicted >= top - _TIE]
+    """Return the highest prediction; among ties, the smallest size, then fewest params.
+
+    Raises:
+        PlanningError: no candidate has a finite prediction.
+    """
+    finite = [candidate for candidate in candidates if math.isfinite(candidate.predicted)]
+    if not finite:
+        raise PlanningError("the law gives no finite prediction for any config of the grid")
+    top = max(candidate.predicted for candidate in finite)
+    tied = [candidate for candidate in finite if candidate.predicted >= top - _TIE]
     return min(tied, key=lambda candidate: (candidate.size, candidate.params))
 
 
@@ -265,7 +272,8 @@ def _best_within(law: FittedLaw, d_prime: float, configs: Sequence[SizeConfig],
 
 
 def _frontier(candidates: Sequence[Candidate]) -> list[Candidate]:
-    ordered = sorted(candidates, key=lambda candidate: (candidate.size, -candidate.predicted,
+    finite = [candidate for candidate in candidates if math.isfinite(candidate.predicted)]
+    ordered = sorted(finite, key=lambda candidate: (candidate.size, -candidate.predicted,
                                                         candidate.params))
     frontier: list[Candidate] = []
     for candidate in ordered:

@@ -10,8 +10,8 @@ from core.sizing import count_parameters
 
 WIDTHS = (8, 12, 16, 24, 50, 64, 96)
 HEADS = (1, 2, 3, 4)
-ITEM_COUNTS = (1, 37, 5000)
-MAX_LENS = (1, 50, 200)
+ITEM_COUNTS = (1, 5000)
+MAX_LENS = (1, 200)
 
 
 def model_parameters(config: ModelConfig) -> tuple[int, int]:

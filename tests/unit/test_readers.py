@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import core.readers.assemble
 import core.readers.blocks
 import core.readers.labels
 from core.readers import (
@@ -788,6 +789,30 @@ def test_arbitrary_text_reads_or_raises_log_error(tmp_path, content):
     assert result.dataset.n_interactions > 0
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    users=st.lists(st.integers(min_value=0, max_value=3), max_size=25),
+    timestamps=st.one_of(st.none(), st.lists(st.integers(0, 2), min_size=25, max_size=25)),
+    presort=st.booleans(),
+)
+def test_order_interactions_matches_sort(users, timestamps, presort):
+    user_codes = np.array(sorted(users) if presort else users, dtype=np.int32)
+    times = None if timestamps is None else np.array(timestamps[: len(users)], dtype=np.float64)
+    original = core.readers.assemble.CHECK_CHUNK_ROWS
+    core.readers.assemble.CHECK_CHUNK_ROWS = 3
+    try:
+        order = core.readers.assemble.order_interactions(user_codes, times)
+    finally:
+        core.readers.assemble.CHECK_CHUNK_ROWS = original
+
+    expected = sorted(
+        range(len(user_codes)),
+        key=lambda row: (user_codes[row], 0 if times is None else times[row], row),
+    )
+    actual = list(range(len(user_codes))) if order is None else order.tolist()
+    assert actual == expected
+
+
 # Limits and progress
 
 
@@ -866,12 +891,9 @@ class ReadCountingStream(io.RawIOBase):
 
 
 def gzip_bomb(decompressed_mib: int) -> bytes:
-    output = io.BytesIO()
-    with gzip.GzipFile(fileobj=output, mode="wb", compresslevel=9) as archive:
-        chunk = b"1\t2\n" * (1 << 18)
-        for _ in range(decompressed_mib):
-            archive.write(chunk)
-    return output.getvalue()
+    """Return gzip data of about 1 KiB per MiB of valid rows: one member repeated."""
+    member = gzip.compress(b"1\t2\n" * (1 << 18), compresslevel=9)
+    return member * decompressed_mib
 
 
 def test_compression_ratio_stops_bomb_early():

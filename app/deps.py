@@ -13,6 +13,7 @@ from app import auth
 from app.db import get_session_factory
 from app.errors import ProblemError, not_found
 from app.models import Dataset, Job, Law, Run, Tenant
+from app.pagination import MAX_RESOURCE_ID
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,7 @@ def get_tenant(request: Request, session: SessionDep) -> Tenant:
 
 
 def _unauthorized(detail: str) -> ProblemError:
-    error = ProblemError(401, detail)
-    error.members["www_authenticate"] = "Bearer"
-    return error
+    return ProblemError(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
@@ -75,6 +74,9 @@ TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 def _get_owned(session: Session, model, kind: str, resource_id: int, tenant: Tenant):
     """Return the row when it exists and belongs to tenant; otherwise 404, never 403."""
+    if not 1 <= resource_id <= MAX_RESOURCE_ID:
+        # Ids are 64-bit; a larger number names no row, and the database driver would reject it.
+        raise not_found(kind, resource_id)
     row = session.get(model, resource_id)
     if row is None or row.tenant_id != tenant.id:
         raise not_found(kind, resource_id)

@@ -8,7 +8,10 @@ import sys
 import time
 
 # Attributes of every LogRecord; anything else on a record came from `extra=` and is context.
-_STANDARD_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn adds color_message, a copy of the message with terminal colour codes.
+_STANDARD_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message"
+}
 
 
 def _context_of(record: logging.LogRecord) -> dict:

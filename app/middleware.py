@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
@@ -17,10 +18,24 @@ logger = logging.getLogger("app.access")
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
 
-class BodyTooLargeError(Exception):
-    def __init__(self, limit_bytes: int) -> None:
-        super().__init__(f"request body exceeds {limit_bytes} bytes")
+class BodyTooLargeError(HTTPException):
+    """A request body went past its limit while the route was reading it.
+
+    It is an HTTPException so that FastAPI, which turns other errors raised while it reads a
+    JSON body into a generic 400, passes it on to the 413 problem-details handler.
+    """
+
+    def __init__(self, limit_bytes: int, limit_name: str) -> None:
+        super().__init__(
+            413, _too_large_detail(limit_bytes, limit_name), headers={"connection": "close"}
+        )
         self.limit_bytes = limit_bytes
+        self.problem_members = {"limit": limit_name, "limit_bytes": limit_bytes}
+
+
+def _too_large_detail(limit_bytes: int, limit_name: str) -> str:
+    setting = "PERFLAW_" + limit_name.upper()
+    return f"the request body is larger than the limit of {limit_bytes} bytes (server setting {setting})"
 
 
 class RequestContextMiddleware:
@@ -64,7 +79,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received_bytes += len(message.get("body", b""))
                 if received_bytes > limit:
-                    raise BodyTooLargeError(limit)
+                    raise BodyTooLargeError(limit, limit_name)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -109,7 +124,7 @@ class RequestContextMiddleware:
             "type": "about:blank",
             "title": "Content Too Large",
             "status": 413,
-            "detail": f"the request body is larger than the limit of {limit} bytes",
+            "detail": _too_large_detail(limit, limit_name),
             "limit": limit_name,
             "limit_bytes": limit,
             "instance": scope["path"],
@@ -135,5 +150,8 @@ class RequestContextMiddleware:
         metrics.observe_request(scope["method"], path_template, status, elapsed_s)
         logger.info(
             "%s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed_s * 1000,
-            extra={"request_id": request_id},
+            extra={
+                "request_id": request_id, "method": scope["method"], "path": scope["path"], "status": status,
+                "duration_ms": round(elapsed_s * 1000, 3),
+            },
         )

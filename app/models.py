@@ -18,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -25,6 +26,21 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite has no timezone type and returns naive values; they are UTC by construction here.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -36,7 +52,7 @@ class Tenant(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
 class ApiKey(Base):
@@ -48,8 +64,8 @@ class ApiKey(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Dataset(Base):
@@ -71,7 +87,7 @@ class Dataset(Base):
     n_interactions: Mapped[int] = mapped_column(BigInteger)
     rows_dropped: Mapped[int] = mapped_column(BigInteger, default=0)
     warnings: Mapped[list] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
 class DatasetProfile(Base):
@@ -85,7 +101,7 @@ class DatasetProfile(Base):
     params_key: Mapped[str] = mapped_column(String(200))
     profile: Mapped[dict] = mapped_column(JSON)
     compute_s: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
 class Run(Base):
@@ -113,7 +129,7 @@ class Run(Base):
     train_time_s: Mapped[float | None] = mapped_column(Float)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
 class Law(Base):
@@ -129,7 +145,7 @@ class Law(Base):
     arch: Mapped[str | None] = mapped_column(String(32))
     run_ids: Mapped[list] = mapped_column(JSON, default=list)
     fit: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
 class Prediction(Base):
@@ -150,7 +166,7 @@ class Prediction(Base):
     predicted: Mapped[float] = mapped_column(Float)
     low: Mapped[float | None] = mapped_column(Float)
     high: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
 
 class Job(Base):
@@ -166,15 +182,15 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
-    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    run_after: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     worker_id: Mapped[str | None] = mapped_column(String(128))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
     result: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, onupdate=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now, onupdate=utc_now)

@@ -10,6 +10,8 @@ from sqlalchemy import Select
 from app.errors import ProblemError
 
 MAX_PAGE_SIZE = 200
+# Row ids are 64-bit signed integers on PostgreSQL and SQLite.
+MAX_RESOURCE_ID = 2**63 - 1
 
 
 def encode_cursor(last_id: int) -> str:
@@ -23,7 +25,10 @@ def decode_cursor(cursor: str) -> int:
         prefix, _, value = text.partition(":")
         if prefix != "id":
             raise ValueError(prefix)
-        return int(value)
+        last_id = int(value)
+        if not 1 <= last_id <= MAX_RESOURCE_ID:
+            raise ValueError(value)
+        return last_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ProblemError(400, f"invalid cursor {cursor!r}: pass the next_cursor value of a previous page") from None
 

@@ -8,10 +8,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class StrictModel(BaseModel):
-    """A request body that rejects unknown fields, so a misspelt option is an error."""
+# Text without control characters: PostgreSQL cannot store or compare NUL in a text column.
+PRINTABLE_TEXT = r"^[^\x00-\x1f\x7f]*$"
+# The id of a stored row: ids are 64-bit, and the database driver rejects larger numbers.
+ResourceId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
-    model_config = ConfigDict(extra="forbid")
+
+class StrictModel(BaseModel):
+    """A request body that rejects unknown fields, so a misspelt option is an error.
+
+    NaN and infinite numbers are rejected too: JSON has no such values, but Python's parser
+    accepts `NaN`, `Infinity` and overflowing literals such as 1e400.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetPublic(BaseModel):
@@ -70,8 +80,8 @@ class ModelSize(StrictModel):
 class RunCreate(ModelSize):
     """A measured run to import. Give d_prime, or tokens and apen, or a dataset_id to profile."""
 
-    dataset_id: int | None = None
-    dataset: str | None = Field(None, max_length=255, description="Dataset name when it was not uploaded.")
+    dataset_id: ResourceId | None = None
+    dataset: str | None = Field(None, max_length=255, pattern=PRINTABLE_TEXT, description="Dataset name when it was not uploaded.")
     tokens: float | None = Field(None, gt=0)
     apen: float | None = Field(None, gt=0)
     d_prime: float | None = Field(None, gt=0, description="tokens × ApEn; computed when tokens and apen are given.")
@@ -115,7 +125,7 @@ class RunList(BaseModel):
 
 
 RobustLoss = Literal["linear", "soft_l1", "huber", "cauchy", "arctan"]
-LawChoice = int | Literal["reference"]
+LawChoice = ResourceId | Literal["reference"]
 BudgetKind = Literal["params", "non_embedding_params", "flops"]
 
 
@@ -126,9 +136,9 @@ class LawFitRequest(StrictModel):
     form: str = Field("performance_law", max_length=64, description="performance_law or scaling_law.")
     protocol: Protocol | None = Field(None, description="Only runs of this protocol; required when runs mix protocols.")
     arch: Arch | None = None
-    dataset_id: int | None = Field(None, description="Only runs of this uploaded dataset.")
-    dataset: str | None = Field(None, max_length=255, description="Only runs with this dataset name.")
-    run_ids: list[int] | None = Field(None, min_length=1, max_length=10_000, description="Exactly these runs.")
+    dataset_id: ResourceId | None = Field(None, description="Only runs of this uploaded dataset.")
+    dataset: str | None = Field(None, max_length=255, pattern=PRINTABLE_TEXT, description="Only runs with this dataset name.")
+    run_ids: list[ResourceId] | None = Field(None, min_length=1, max_length=10_000, description="Exactly these runs.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     n_bootstrap: int = Field(200, ge=0, le=2000, description="Bootstrap refits for prediction intervals.")
     robust_loss: RobustLoss = "linear"
@@ -153,7 +163,7 @@ class LawList(BaseModel):
 class DataTermRequest(StrictModel):
     """The data a prediction is for: an uploaded dataset, or its D' (and item count) directly."""
 
-    dataset_id: int | None = Field(None, description="An uploaded dataset; its D' is computed and stored.")
+    dataset_id: ResourceId | None = Field(None, description="An uploaded dataset; its D' is computed and stored.")
     d_prime: float | None = Field(None, gt=0, description="D' = tokens × ApEn (reference variant, m = 2, r = 0).")
     n_items: int | None = Field(None, ge=1, description="Items in the catalogue; sets embedding sizes for budgets.")
     law: LawChoice | None = Field(

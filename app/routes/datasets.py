@@ -24,7 +24,7 @@ from app.errors import ProblemError
 from app.job_queue import enqueue_job
 from app.models import Dataset, Job
 from app.pagination import MAX_PAGE_SIZE, paginate
-from app.schemas import DatasetList, DatasetPublic, JobPublic, ProfilePublic, StrictModel, Variant
+from app.schemas import PRINTABLE_TEXT, DatasetList, DatasetPublic, JobPublic, ProfilePublic, StrictModel, Variant
 from app.settings import get_settings
 from app.storage import Storage, get_storage
 from core.profile import ProfileParams
@@ -36,6 +36,15 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 UPLOAD_CHUNK_BYTES = 1 << 20
 MAX_NAME_CHARS = 255
+# The Settings field behind each ReadLimits field, so a 413 names what an operator can change.
+LIMIT_SETTINGS = {
+    "max_decompressed_bytes": "max_decompressed_mb",
+    "max_compression_ratio": "max_compression_ratio",
+    "max_line_bytes": "max_line_bytes",
+    "max_users": "max_users",
+    "max_items": "max_items",
+    "max_interactions": "max_interactions",
+}
 
 UPLOAD_REQUEST_BODY = {
     "requestBody": {
@@ -58,7 +67,9 @@ UPLOAD_REQUEST_BODY = {
 class UploadParams(StrictModel):
     """How to read the uploaded log; every field left empty is detected from the content."""
 
-    name: str | None = Field(None, max_length=MAX_NAME_CHARS, description="Display name; default the file name.")
+    name: str | None = Field(
+        None, max_length=MAX_NAME_CHARS, pattern=PRINTABLE_TEXT, description="Display name; default the file name."
+    )
     format: str | None = Field(
         None, description="delimited, inter, sasrec, sequence-lines, item-list-column or parquet."
     )
@@ -129,7 +140,14 @@ async def _receive_upload(request: Request, storage: Storage) -> ReceivedUpload:
 async def _upload_chunks(request: Request):
     """Yield the file name (a str, when known) and then the file's bytes in chunks."""
     content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        raise ProblemError(
+            415,
+            f"an interaction log cannot be sent as {media_type}: send the file as multipart/form-data "
+            "(field `file`) or as the raw body with Content-Type: application/octet-stream",
+        )
+    if media_type != "multipart/form-data":
         async for chunk in request.stream():
             if chunk:
                 yield chunk
@@ -147,6 +165,9 @@ async def _upload_chunks(request: Request):
 def _display_name(params: UploadParams, upload: ReceivedUpload) -> str:
     # Only the last path component of a client's file name is kept; it is never a storage path.
     candidate = params.name or (upload.filename and Path(upload.filename.replace("\\", "/")).name) or ""
+    candidate = "".join(character for character in candidate if character.isprintable())
+    if candidate.strip(". ") == "":
+        candidate = ""
     return candidate[:MAX_NAME_CHARS] or f"upload-{upload.sha256[:12]}"
 
 
@@ -157,7 +178,10 @@ def _parse_upload(upload: ReceivedUpload, params: UploadParams):
             upload.path, _read_options(params), filename=upload.filename, limits=dataset_limits(get_settings())
         )
     except LimitExceededError as error:
-        raise ProblemError(413, str(error), limit=getattr(error, "limit", None)) from None
+        setting = LIMIT_SETTINGS.get(error.limit, error.limit)
+        raise ProblemError(
+            413, f"{error} (server setting PERFLAW_{setting.upper()})", limit=setting, limit_value=error.maximum
+        ) from None
     except InteractionLogError as error:
         raise ProblemError(
             422,

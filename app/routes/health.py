@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select, text
+from sqlalchemy import case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
@@ -14,6 +15,8 @@ from app.db import get_engine, get_session_factory
 from app.migrate import schema_is_current
 from app.models import Job
 from app.schemas import HealthStatus
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -56,7 +59,10 @@ def _refresh_queue_gauges() -> None:
             heartbeats = session.execute(
                 select(Job.worker_id, func.max(Job.heartbeat_at)).where(Job.status == "running").group_by(Job.worker_id)
             ).all()
-    except SQLAlchemyError:
+            durations = _job_duration_rows(session)
+    except SQLAlchemyError as error:
+        # The request metrics are still worth returning; the queue gauges keep their last values.
+        logger.warning("cannot read the job queue for /metrics: %s", error)
         return
     metrics.JOBS_BY_STATUS.clear()
     for kind, status, count in counts:
@@ -68,3 +74,31 @@ def _refresh_queue_gauges() -> None:
             if heartbeat_at.tzinfo is None:
                 heartbeat_at = heartbeat_at.replace(tzinfo=timezone.utc)
             metrics.WORKER_HEARTBEAT_AGE.labels(worker_id).set((now - heartbeat_at).total_seconds())
+    metrics.JOB_DURATION.rows = durations
+
+
+def _job_duration_s(dialect_name: str):
+    """Return a SQL expression for a job's finished_at - started_at in seconds."""
+    if dialect_name == "postgresql":
+        return func.extract("epoch", Job.finished_at - Job.started_at)
+    return (func.julianday(Job.finished_at) - func.julianday(Job.started_at)) * 86400.0
+
+
+def _job_duration_rows(session) -> list[metrics.JobDurationRow]:
+    """Count finished jobs into the duration buckets, by kind and final status, in one query."""
+    duration_s = _job_duration_s(session.get_bind().dialect.name)
+    bucket_columns = [
+        func.sum(case((duration_s <= bound, 1), else_=0)) for bound in metrics.JOB_DURATION_BUCKETS_S
+    ]
+    query = (
+        select(Job.kind, Job.status, func.count(), func.sum(duration_s), *bucket_columns)
+        .where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
+        .group_by(Job.kind, Job.status)
+    )
+    return [
+        metrics.JobDurationRow(
+            kind=kind, status=status, count=count, sum_s=float(total_s or 0.0),
+            bucket_counts=tuple(int(value or 0) for value in buckets),
+        )
+        for kind, status, count, total_s, *buckets in session.execute(query)
+    ]

@@ -20,15 +20,20 @@ router = APIRouter(tags=["jobs"])
 
 def _check_training_limits(body: VerificationRequest) -> None:
     settings = get_settings()
-    limits = {"epochs": (body.train.epochs, settings.max_train_epochs)}
+    # field name: (requested value, Settings field that bounds it)
+    limits = {"train.epochs": (body.train.epochs, "max_train_epochs")}
     for index, config in enumerate(body.configs):
-        limits[f"configs[{index}].n_layers"] = (config.n_layers, settings.max_train_layers)
-        limits[f"configs[{index}].d_model"] = (config.d_model, settings.max_train_d_model)
+        limits[f"configs[{index}].n_layers"] = (config.n_layers, "max_train_layers")
+        limits[f"configs[{index}].d_model"] = (config.d_model, "max_train_d_model")
         if config.d_model % config.n_heads:
             raise ProblemError(422, f"configs[{index}]: d_model {config.d_model} is not a multiple of n_heads {config.n_heads}")
-    for name, (value, limit) in limits.items():
-        if value > limit:
-            raise ProblemError(422, f"{name} = {value} exceeds this service's limit of {limit}", limit=name.split(".")[-1])
+    for name, (value, setting) in limits.items():
+        maximum = getattr(settings, setting)
+        if value > maximum:
+            raise ProblemError(
+                422, f"{name} = {value} exceeds this service's limit of {maximum} (server setting PERFLAW_{setting.upper()})",
+                limit=setting, limit_value=maximum,
+            )
 
 
 @router.post("/v1/datasets/{dataset_id}/verification-runs", status_code=202, response_model=JobList)

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import OwnedLaw, SessionDep, TenantDep
-from app.errors import ProblemError
+from app.errors import ProblemError, not_found
 from app.law_service import LawRequestError, fit_from_records, law_summary
 from app.law_store import law_from_row, record_of
-from app.models import Law, Run
+from app.models import Dataset, Law, Run
 from app.pagination import MAX_PAGE_SIZE, paginate
 from app.schemas import LawFitRequest, LawList, LawPublic
 from core.plotting import plot_law
@@ -30,6 +30,10 @@ def _public(row: Law) -> LawPublic:
 
 
 def _select_runs(session, tenant_id: int, body: LawFitRequest) -> list[Run]:
+    if body.dataset_id is not None:
+        dataset = session.get(Dataset, body.dataset_id)
+        if dataset is None or dataset.tenant_id != tenant_id:
+            raise not_found("dataset", body.dataset_id)
     query = select(Run).where(Run.tenant_id == tenant_id)
     if body.run_ids is not None:
         query = query.where(Run.id.in_(body.run_ids))

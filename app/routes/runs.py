@@ -11,8 +11,8 @@ from app.dataset_service import data_term_for
 from app.deps import OwnedRun, SessionDep, TenantDep
 from app.errors import ProblemError, not_found
 from app.models import Dataset, Run
-from app.pagination import MAX_PAGE_SIZE, paginate
-from app.schemas import Arch, Protocol, RunCreate, RunImport, RunList, RunPublic
+from app.pagination import MAX_PAGE_SIZE, MAX_RESOURCE_ID, paginate
+from app.schemas import PRINTABLE_TEXT, Arch, Protocol, RunCreate, RunImport, RunList, RunPublic
 from app.storage import get_storage
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -61,8 +61,8 @@ def import_runs(body: RunImport, session: SessionDep, tenant: TenantDep) -> RunL
 def list_runs(
     session: SessionDep,
     tenant: TenantDep,
-    dataset_id: int | None = None,
-    dataset: str | None = None,
+    dataset_id: Annotated[int | None, Query(ge=1, le=MAX_RESOURCE_ID)] = None,
+    dataset: Annotated[str | None, Query(max_length=255, pattern=PRINTABLE_TEXT)] = None,
     protocol: Protocol | None = None,
     arch: Arch | None = None,
     source: Annotated[str | None, Query(pattern="^(verified|imported)$")] = None,

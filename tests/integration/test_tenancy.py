@@ -2,7 +2,7 @@
 
 Tenant A owns a dataset (with a stored profile), imported runs, a fitted law, a stored
 prediction and a queued training job. Tenant B, with a key of its own, must see none of
-it: every route that names one of A's resources answers 404, never 403, so B cannot even
+it: every route that names one of A's resources returns 404, never 403, so B cannot even
 learn that the id exists, and nothing of A's changes.
 """
 
@@ -162,15 +162,15 @@ def test_other_tenant_answer_equals_missing_id(owner_data, client_b):
         assert owned["detail"] == absent["detail"].replace(str(missing), str(owned_id))
 
 
-def test_law_fit_on_foreign_dataset_discloses_nothing(owner_data, client_b):
-    # Fitting on another tenant's dataset id must answer exactly as fitting on an id that
-    # does not exist, so the answer reveals nothing about the other tenant.
+def test_law_fit_on_foreign_dataset_is_404(owner_data, client_b):
+    # Fitting on another tenant's dataset id must get the same response as fitting on an id
+    # that does not exist, so the response reveals nothing about the other tenant.
     foreign = client_b.post("/v1/laws", json={"metric": "ndcg@10", "dataset_id": owner_data.dataset_id})
     absent = client_b.post("/v1/laws", json={"metric": "ndcg@10", "dataset_id": 10**12})
 
-    assert 400 <= foreign.status_code < 500
-    assert foreign.status_code == absent.status_code
-    assert foreign.json()["detail"] == absent.json()["detail"]
+    assert foreign.status_code == 404
+    assert absent.status_code == 404
+    assert foreign.json()["detail"] == absent.json()["detail"].replace(str(10**12), str(owner_data.dataset_id))
 
 
 def test_other_tenant_lists_are_empty(owner_data, client_b):

@@ -87,9 +87,10 @@ def measure(
             torch.cuda.synchronize()
         epoch_s = time.perf_counter() - started
         epoch_cpu_s = time.process_time() - cpu_started
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     evaluate_model(model, split.validation, train_config, device, seed=1)
     validation_s = time.perf_counter() - started
+    validation_cpu_s = time.process_time() - cpu_started
 
     sequences_per_s = len(split.train_inputs) / epoch_s
     sequences_per_cpu_s = len(split.train_inputs) / epoch_cpu_s
@@ -101,6 +102,7 @@ def measure(
         "epoch_s_full_data": full_sequences / sequences_per_s,
         "epoch_cpu_s_full_data": full_sequences / sequences_per_cpu_s,
         "validation_s_full_data": validation_s * full_users / split.validation.n_users,
+        "validation_cpu_s_full_data": validation_cpu_s * full_users / split.validation.n_users,
     }
 
 
@@ -122,7 +124,8 @@ def main() -> None:
             f"{row['sequences_per_s']:.0f} sequences/s "
             f"({row['sequences_per_cpu_s']:.0f} per CPU s), "
             f"epoch {row['epoch_s_full_data']:.1f} s ({row['epoch_cpu_s_full_data']:.1f} CPU s), "
-            f"validation {row['validation_s_full_data']:.1f} s (extrapolated to all Video users)",
+            f"validation {row['validation_s_full_data']:.1f} s "
+            f"({row['validation_cpu_s_full_data']:.1f} CPU s), extrapolated to all Video users",
             flush=True,
         )
 

@@ -519,6 +519,24 @@ def train_one_epoch(
     return total_loss.item() / max(len(order), 1)
 
 
+def encode_last_positions(
+    model: CausalRecommender, inputs: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Return the float32 hidden state (batch, d_model) at the last slot of every row.
+
+    Rows are encoded in length groups, each cut to its longest row, as in training.
+    """
+    inputs_on_cpu = inputs.cpu().numpy()
+    last_hidden = torch.empty(len(inputs), model.config.d_model, device=device)
+    for group in group_rows_by_length(inputs_on_cpu):
+        first_column = first_item_column(inputs_on_cpu[group])
+        group_index = torch.from_numpy(group).to(device)
+        with autocast(device):
+            hidden = model(inputs[group_index, first_column:])
+        last_hidden[group_index] = hidden[:, -1, :].float()
+    return last_hidden
+
+
 def evaluate_model(
     model: CausalRecommender,
     evaluation_set: EvaluationSet,
@@ -534,10 +552,7 @@ def evaluate_model(
     model.eval()
 
     def score_items(inputs: torch.Tensor) -> torch.Tensor:
-        inputs = inputs[:, first_item_column(inputs.cpu().numpy()) :]
-        with autocast(device):
-            last_hidden = model(inputs)[:, -1, :]
-        return model.score_all(last_hidden.float())
+        return model.score_all(encode_last_positions(model, inputs, device))
 
     with torch.inference_mode():
         return evaluate_ranking(
@@ -582,7 +597,8 @@ def record_validation(
         progress.evaluations_without_improvement = 0
         return
     progress.evaluations_without_improvement += 1
-    if config.patience is not None and progress.evaluations_without_improvement >= config.patience:
+    patience = config.patience
+    if patience is not None and progress.evaluations_without_improvement >= patience:
         progress.stopped_early = True
 
 
@@ -659,6 +675,44 @@ def should_evaluate(epoch: int, config: TrainConfig) -> bool:
     return epoch % config.eval_every == 0 or epoch == config.epochs
 
 
+def run_one_epoch(
+    model: CausalRecommender,
+    optimizer: torch.optim.Optimizer,
+    split: LeaveOneOutSplit,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    progress: Progress,
+) -> EpochReport:
+    """Train the next epoch, validate if it is due, and advance progress."""
+    epoch = progress.epoch + 1
+    started = time.perf_counter()
+    train_loss = train_one_epoch(model, optimizer, split, config, rng, device)
+    step_seconds = time.perf_counter() - started
+
+    validation = None
+    if should_evaluate(epoch, config):
+        seed = progress.seeds["validation_negatives"]
+        validation = evaluate_model(model, split.validation, config, device, seed)
+        record_validation(progress, epoch, validation, model, config)
+
+    seconds = time.perf_counter() - started
+    progress.epoch = epoch
+    progress.elapsed_s += seconds
+    progress.train_step_s += step_seconds
+    progress.sequences_trained += len(split.train_inputs)
+    best = progress.best_validation
+    return EpochReport(
+        epoch=epoch,
+        train_loss=train_loss,
+        validation=validation,
+        seconds=seconds,
+        sequences_per_s=len(split.train_inputs) / max(step_seconds, 1e-9),
+        best_epoch=progress.best_epoch,
+        best_validation_metric=best[config.metric] if best is not None else None,
+    )
+
+
 def run_epochs(
     model: CausalRecommender,
     optimizer: torch.optim.Optimizer,
@@ -672,35 +726,10 @@ def run_epochs(
 ) -> None:
     """Train until `epochs`, early stopping or cancellation, updating progress in place."""
     while progress.epoch < config.epochs and not progress.stopped_early:
-        epoch = progress.epoch + 1
-        started = time.perf_counter()
-        train_loss = train_one_epoch(model, optimizer, split, config, rng, device)
-        step_seconds = time.perf_counter() - started
-
-        validation = None
-        if should_evaluate(epoch, config):
-            seed = progress.seeds["validation_negatives"]
-            validation = evaluate_model(model, split.validation, config, device, seed)
-            record_validation(progress, epoch, validation, model, config)
-
-        seconds = time.perf_counter() - started
-        progress.epoch = epoch
-        progress.elapsed_s += seconds
-        progress.train_step_s += step_seconds
-        progress.sequences_trained += len(split.train_inputs)
+        report = run_one_epoch(model, optimizer, split, config, rng, device, progress)
         if on_checkpoint is not None:
             on_checkpoint(capture_checkpoint(model, optimizer, rng, progress, config))
         if on_epoch is not None:
-            best = progress.best_validation
-            report = EpochReport(
-                epoch=epoch,
-                train_loss=train_loss,
-                validation=validation,
-                seconds=seconds,
-                sequences_per_s=len(split.train_inputs) / max(step_seconds, 1e-9),
-                best_epoch=progress.best_epoch,
-                best_validation_metric=best[config.metric] if best is not None else None,
-            )
             on_epoch(report)
 
 

@@ -12,6 +12,7 @@ from app.cli import client, offline
 from app.cli.output import EXIT_CHECK_FAILED, EXIT_OK, fail, print_json
 from app.cli.render import render_check, render_law, render_plan, render_predictions, render_profile
 from app.law_service import LawRequestError, evaluate_grid, law_summary
+from core.plotting import plot_law
 from core.planning import PlanningError, SizeConfig, check_config, plan_sizes
 from core.sizing import SizingError, parse_size
 
@@ -132,10 +133,13 @@ def fit(
     seed: Annotated[int, typer.Option(help="Seed of the starting points and the bootstrap.")] = 0,
     n_bootstrap: Annotated[int, typer.Option(help="Bootstrap refits for prediction intervals.")] = 200,
     output: Annotated[Path | None, typer.Option(help="Write the fitted law here, for --law in predict, plan and check.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Offline: draw the runs and fitted curves to this .png or .svg file.")] = None,
     server: ServerOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Fit a law on measured runs and print its parameters and fit quality."""
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        fail(f"--plot must name a .png or .svg file, got {plot}")
     if server:
         request = {"metric": metric, "form": form, "protocol": protocol, "arch": arch, "seed": seed, "n_bootstrap": n_bootstrap}
         if dataset is not None:
@@ -151,6 +155,8 @@ def fit(
                                     seed=seed, n_bootstrap=n_bootstrap)
         if output:
             output.write_text(json.dumps(law.to_dict()))
+        if plot:
+            plot.write_bytes(plot_law(law, plot.suffix.lower().lstrip(".")))
         document = {"id": None, "form": law.form, "metric": law.metric, "summary": law_summary(law),
                     "output": str(output) if output else None}
     if json_output:

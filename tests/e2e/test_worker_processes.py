@@ -208,7 +208,7 @@ def test_train_run_records_one_verified_run(engine, tenant_id, workers, worker_e
     with Session(engine) as session:
         (run,) = session.scalars(select(Run)).all()
         profile = session.scalar(
-            select(DatasetProfile).where(DatasetProfile.params_key == "m=2;r=0.0;max_len=20;variant=pincus")
+            select(DatasetProfile).where(DatasetProfile.params_key == "m=2;r=0.0;max_len=20;variant=reference")
         )
     comparison = job.result["prediction"]["ndcg@10"]
     assert run.job_id == job_id

@@ -106,6 +106,15 @@ def test_fit_json_reports_parameters(tmp_path):
     assert summary["n_observations"] == 32
 
 
+def test_fit_plot_writes_png(tmp_path):
+    runs = write_runs(tmp_path / "runs.csv", law_runs(seed=2))
+
+    result = invoke("fit", runs, "--metric", "ndcg@10", "--n-bootstrap", "0", "--plot", tmp_path / "law.png")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "law.png").read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize(
     "rows, message",
     [

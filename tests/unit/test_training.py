@@ -16,6 +16,7 @@ from core.training import (
     TrainingCancelled,
     compute_batch_loss,
     compute_loss_sum,
+    encode_last_positions,
     split_leave_one_out,
     train_and_evaluate,
 )
@@ -177,7 +178,8 @@ def test_early_stopping_after_patience():
 @pytest.mark.parametrize("arch, loss", [("sasrec", "bce"), ("llama", "sampled_softmax")])
 def test_length_groups_give_whole_batch_loss(arch, loss):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch=arch, n_layers=2, d_model=16, max_len=40, n_items=N_ITEMS))
+    config = ModelConfig(arch=arch, n_layers=2, d_model=16, max_len=40, n_items=N_ITEMS)
+    model = build_model(config)
     model.eval()
     rng = np.random.default_rng(0)
     lengths = np.array([1, 3, 8, 9, 15, 16, 17, 30, 39, 2])
@@ -200,6 +202,24 @@ def test_length_groups_give_whole_batch_loss(arch, loss):
     ) / lengths.sum()
 
     torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["sasrec", "llama"])
+def test_grouped_encoding_matches_whole_batch(arch):
+    torch.manual_seed(0)
+    config = ModelConfig(arch=arch, n_layers=2, d_model=16, max_len=40, n_items=N_ITEMS)
+    model = build_model(config)
+    model.eval()
+    lengths = np.array([40, 1, 7, 12, 33, 2, 17])
+    ends = np.cumsum(lengths)
+    items = np.random.default_rng(0).integers(1, N_ITEMS + 1, size=int(ends[-1]))
+    inputs = torch.from_numpy(left_pad_windows(items, ends - lengths, ends, 40))
+
+    with torch.no_grad():
+        grouped = encode_last_positions(model, inputs, torch.device("cpu"))
+        whole = model(inputs)[:, -1, :]
+
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_split_keeps_short_sequences_for_training_only():

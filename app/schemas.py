@@ -202,6 +202,12 @@ class CheckRequest(DataTermRequest):
     max_gap: float | None = Field(None, ge=0, le=1, description="Largest allowed shortfall below the best config within the budget.")
     budget: float | str | None = Field(None, description="Largest allowed size; default the config's own size.")
     budget_kind: BudgetKind = "params"
+    layer_grid: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(
+        None, min_length=1, max_length=64, description="Layer counts searched for the best size (for max_gap)."
+    )
+    width_grid: list[Annotated[int, Field(ge=1, le=65536)]] | None = Field(
+        None, min_length=1, max_length=64, description="Widths searched for the best size (for max_gap)."
+    )
 
 
 class PredictionResponse(BaseModel):

@@ -130,6 +130,7 @@ def fit(
     metric: MetricOption = "hr@10",
     protocol: Annotated[str | None, typer.Option(help="Fit only runs of this protocol.")] = None,
     arch: Annotated[str | None, typer.Option(help="Fit only runs of this architecture.")] = None,
+    dataset_name: Annotated[str | None, typer.Option(help="Fit only runs whose `dataset` column is this name.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the starting points and the bootstrap.")] = 0,
     n_bootstrap: Annotated[int, typer.Option(help="Bootstrap refits for prediction intervals.")] = 200,
     output: Annotated[Path | None, typer.Option(help="Write the fitted law here, for --law in predict, plan and check.")] = None,
@@ -141,7 +142,8 @@ def fit(
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         fail(f"--plot must name a .png or .svg file, got {plot}")
     if server:
-        request = {"metric": metric, "form": form, "protocol": protocol, "arch": arch, "seed": seed, "n_bootstrap": n_bootstrap}
+        request = {"metric": metric, "form": form, "protocol": protocol, "arch": arch, "seed": seed,
+                   "n_bootstrap": n_bootstrap, "dataset": dataset_name}
         if dataset is not None:
             request["dataset_id"] = dataset
         elif runs is not None:
@@ -151,7 +153,7 @@ def fit(
     else:
         if runs is None:
             fail("give a RUNS file, or --dataset ID with --server")
-        law = offline.fit_runs_file(runs, metric, form=form, protocol=protocol, arch=arch, dataset=None,
+        law = offline.fit_runs_file(runs, metric, form=form, protocol=protocol, arch=arch, dataset=dataset_name,
                                     seed=seed, n_bootstrap=n_bootstrap)
         if output:
             output.write_text(json.dumps(law.to_dict()))
@@ -271,6 +273,8 @@ def check(
     minimum: Annotated[float | None, typer.Option("--min", help="Fail when the predicted metric is below this.")] = None,
     max_gap: Annotated[float | None, typer.Option(help="Fail when the best size within the budget predicts more than this above the planned one.")] = None,
     max_params: Annotated[str | None, typer.Option(help="Budget on total parameters; default the planned size's own.")] = None,
+    grid_layers: Annotated[str | None, typer.Option(help="Layer counts searched for the best size (for --max-gap).")] = None,
+    grid_d_model: Annotated[str | None, typer.Option(help="Widths searched for the best size (for --max-gap).")] = None,
     metric: MetricOption = "ndcg@10",
     law: LawOption = None,
     max_len: MaxLenOption = 50,
@@ -282,17 +286,22 @@ def check(
     """Pass or fail a planned size, for CI: exit 0 when it passes, 1 when it fails."""
     read_options = _read_arguments(format, separator, header, user_column, item_column, timestamp_column)
     config = {"n_layers": layers, "d_model": d_model, "n_heads": n_heads, "arch": arch, "max_len": max_len}
+    grids = {}
+    if grid_layers:
+        grids["layer_grid"] = _int_list(grid_layers, "--grid-layers")
+    if grid_d_model:
+        grids["width_grid"] = _int_list(grid_d_model, "--grid-d-model")
     if server:
         request = _server_data_request(server, file, dataset, read_options, law, metric, max_len)
         document = client.request_json(server, "POST", "/v1/checks", json={
-            **request, "config": config, "min_metric": minimum, "max_gap": max_gap, "budget": max_params})
+            **request, "config": config, "min_metric": minimum, "max_gap": max_gap, "budget": max_params, **grids})
     else:
         data = _offline_data(file, dataset, read_options, max_len, not json_output)
         fitted, description = offline.load_law(law, metric)
         try:
             budget = float(parse_size(max_params)) if max_params else None
             result = check_config(fitted, data["d_prime"], SizeConfig(**config), n_items=data["n_items"],
-                                  min_metric=minimum, max_gap=max_gap, budget=budget)
+                                  min_metric=minimum, max_gap=max_gap, budget=budget, **grids)
         except (PlanningError, SizingError, ValueError) as error:
             fail(str(error))
         document = {**result.to_dict(), "law": description, "data": data}

@@ -96,10 +96,11 @@ def check(body: CheckRequest, session: SessionDep, tenant: TenantDep) -> CheckRe
         n_layers=body.config.n_layers, d_model=body.config.d_model, n_heads=body.config.n_heads,
         arch=body.config.arch, max_len=body.config.max_len,
     )
+    grids = {key: value for key, value in (("layer_grid", body.layer_grid), ("width_grid", body.width_grid)) if value}
     try:
         result = check_config(
             law, data.d_prime, config, n_items=_require_items(data), min_metric=body.min_metric,
-            max_gap=body.max_gap, budget=_budget(body.budget), budget_kind=body.budget_kind,
+            max_gap=body.max_gap, budget=_budget(body.budget), budget_kind=body.budget_kind, **grids,
         )
     except (PlanningError, SizingError) as error:
         raise ProblemError(422, str(error)) from None

@@ -46,8 +46,11 @@ def _describe_law(law: dict) -> str:
     if source == "reference":
         parts.append("the shipped reference law")
         error = law.get("published_error") or {}
-        if error:
-            parts.append("published error: " + ", ".join(f"{key} {_format_number(value)}" for key, value in error.items()))
+        numbers = {key: value for key, value in error.items() if isinstance(value, (int, float))}
+        if numbers:
+            parts.append("published error: " + ", ".join(f"{key} {_format_number(value)}" for key, value in numbers.items()))
+        if error.get("note"):
+            parts.append(str(error["note"]))
     elif source == "dataset-runs":
         parts.append(f"fitted on this dataset's {len(law.get('run_ids', []))} runs")
     elif law.get("id") is not None:

@@ -98,9 +98,9 @@ def build_model(config: ModelConfig) -> CausalRecommender:
 def build_attention_mask(item_ids: torch.Tensor) -> torch.Tensor:
     """Return the boolean attention mask (batch, 1, width, width); True means attend.
 
-    A query attends to earlier and equal positions that hold an item. Every position also
-    attends to itself, so a padding query has one key and softmax never sees an all-masked
-    row (which would give NaN); padding outputs are zeroed afterwards.
+    A query attends to earlier and equal positions that contain an item. Every position
+    also attends to itself, so a padding query has one key and no softmax row is fully
+    masked, which would give NaN. The models zero the padding outputs afterwards.
     """
     width = item_ids.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=item_ids.device).tril()
@@ -110,18 +110,23 @@ def build_attention_mask(item_ids: torch.Tensor) -> torch.Tensor:
 
 
 def build_rotary_tables(
-    positions: torch.Tensor, head_width: int, dtype: torch.dtype
+    positions: torch.Tensor, head_width: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return cos and sin tables of shape (width, head_width / 2) for rotary embeddings."""
+    """Return float32 cos and sin tables (width, head_width / 2) for rotary embeddings.
+
+    Pair i of a head rotates by position * ROTARY_BASE^(-2i / head_width) (Su et al., 2021).
+    """
     half = head_width // 2
     exponents = torch.arange(half, device=positions.device, dtype=torch.float32) / half
     inverse_frequencies = ROTARY_BASE ** (-exponents)
     angles = positions.to(torch.float32)[:, None] * inverse_frequencies[None, :]
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    return angles.cos(), angles.sin()
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the two halves of the last dimension of x (batch, heads, width, head_width)."""
+    # Under autocast the projections come out in bf16 while the tables are float32.
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     first, second = x.chunk(2, dim=-1)
     return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
 
@@ -324,7 +329,7 @@ class LlamaRec(CausalRecommender):
         attention_mask = build_attention_mask(item_ids)
         x = self.embedding_dropout(self.item_embedding(item_ids))
         head_width = self.config.d_model // self.config.n_heads
-        rotary = build_rotary_tables(self.positions(item_ids), head_width, x.dtype)
+        rotary = build_rotary_tables(self.positions(item_ids), head_width)
 
         for block in self.blocks:
             x = block(x, attention_mask, rotary) * is_item

@@ -109,6 +109,25 @@ def evaluate_grid(law: FittedLaw, d_prime: float, configs: Sequence[tuple[int, i
     return rows
 
 
+def prediction_warnings(rows: Sequence[dict]) -> list[str]:
+    """Return sentences about predictions a caller should not trust: extrapolated or impossible."""
+    warnings = []
+    impossible = [row for row in rows if not 0.0 <= row["predicted"] <= 1.0]
+    if impossible:
+        values = ", ".join(f"{row['predicted']:.3f}" for row in impossible[:3])
+        warnings.append(
+            f"{len(impossible)} predictions lie outside [0, 1] ({values}), which no metric can reach: the law is "
+            "used far outside the data it was fitted on; fit a law on runs of this dataset instead"
+        )
+    extrapolated = sorted({name for row in rows for name in row["extrapolated"]})
+    if extrapolated:
+        warnings.append(
+            f"some sizes or data lie outside the ranges the law was fitted on ({', '.join(extrapolated)}; see "
+            "`extrapolated`): trust those predictions less"
+        )
+    return warnings
+
+
 def law_summary(law: FittedLaw) -> dict[str, Any]:
     """Return the facts a caller needs to judge a law: form, fit quality and fitted ranges."""
     diagnostics = law.diagnostics

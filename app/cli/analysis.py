@@ -11,7 +11,7 @@ import typer
 from app.cli import client, offline
 from app.cli.output import EXIT_CHECK_FAILED, EXIT_OK, fail, print_json
 from app.cli.render import render_check, render_law, render_plan, render_predictions, render_profile
-from app.law_service import LawRequestError, evaluate_grid, law_summary
+from app.law_service import LawRequestError, evaluate_grid, law_summary, prediction_warnings
 from core.plotting import plot_law
 from core.planning import PlanningError, SizeConfig, check_config, plan_sizes
 from core.sizing import SizingError, parse_size
@@ -198,7 +198,8 @@ def predict(
             rows = evaluate_grid(fitted, data["d_prime"], configs, level)
         except LawRequestError as error:
             fail(str(error))
-        document = {"law": description, "data": data, "predictions": rows, "warnings": list(description["warnings"])}
+        warnings = list(description["warnings"]) + prediction_warnings(rows)
+        document = {"law": description, "data": data, "predictions": rows, "warnings": warnings}
     if json_output:
         print_json(document)
     else:

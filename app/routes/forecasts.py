@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.deps import SessionDep, TenantDep
 from app.errors import ProblemError
-from app.law_service import LawRequestError, evaluate_grid
+from app.law_service import LawRequestError, evaluate_grid, prediction_warnings
 from app.law_store import resolve_data, resolve_law
 from app.models import Prediction
 from app.schemas import CheckRequest, CheckResponse, PlanRequest, PlanResponse, PredictionRequest, PredictionResponse
@@ -49,9 +49,7 @@ def predict(body: PredictionRequest, session: SessionDep, tenant: TenantDep) -> 
                 protocol=law_description.get("protocol"), n_layers=row["n_layers"], d_model=row["d_model"],
                 d_prime=data.d_prime, predicted=row["predicted"], low=row["low"], high=row["high"],
             ))
-    warnings = list(law_description.get("warnings", []))
-    if any(row["extrapolated"] for row in rows):
-        warnings.append("some sizes lie outside the ranges the law was fitted on (see `extrapolated`); trust them less")
+    warnings = list(law_description.get("warnings", [])) + prediction_warnings(rows)
     return PredictionResponse(law=law_description, data=data.details, predictions=rows, warnings=warnings)
 
 

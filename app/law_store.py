@@ -50,12 +50,23 @@ _OWN_RUN_LAWS: BoundedCache = BoundedCache(64)
 
 
 def law_from_row(row: Law) -> FittedLaw:
-    """Rebuild a stored law, from the cache when it was rebuilt before."""
-    law = _STORED_LAWS.get(row.id)
+    """Rebuild a stored law, from the cache when it was rebuilt before.
+
+    The cache key includes the creation time, because a test database (or a restored
+    backup) can give a new law the id of an old one.
+    """
+    key = (row.id, row.created_at.isoformat(), row.form, row.metric)
+    law = _STORED_LAWS.get(key)
     if law is None:
         law = FittedLaw.from_dict(row.fit)
-        _STORED_LAWS[row.id] = law
+        _STORED_LAWS[key] = law
     return law
+
+
+def clear_law_caches() -> None:
+    """Forget every rebuilt law; for tests and after the database changes under the process."""
+    _STORED_LAWS.clear()
+    _OWN_RUN_LAWS.clear()
 
 
 @dataclass

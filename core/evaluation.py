@@ -133,14 +133,20 @@ class EvaluationSet:
 def rank_targets(
     target_scores: torch.Tensor, candidate_scores: torch.Tensor, candidate_valid: torch.Tensor
 ) -> torch.Tensor:
-    """Return 0-based ranks: valid candidates scoring >= the target, per row.
+    """Return 0-based ranks: the valid candidates scoring >= the target, per row.
 
     Args:
         target_scores: (batch,) scores of the targets.
         candidate_scores: (batch, n_candidates) scores of the candidates.
         candidate_valid: bool (batch, n_candidates); False for candidates that do not count.
     """
-    beats_target = candidate_scores >= target_scores[:, None]
+    # A NaN score on either side counts against the target, so a model whose scores have
+    # diverged gets the worst rank, not the best.
+    beats_target = (
+        (candidate_scores >= target_scores[:, None])
+        | candidate_scores.isnan()
+        | target_scores.isnan()[:, None]
+    )
     return (beats_target & candidate_valid).sum(dim=1)
 
 

@@ -52,6 +52,17 @@ def test_ties_count_against_target():
     assert ranks.tolist() == [0, 2, 3]
 
 
+def test_nan_scores_count_against_target():
+    nan = float("nan")
+    target_scores = torch.tensor([nan, 0.5])
+    candidate_scores = torch.tensor([[0.1, 0.2], [nan, 0.1]])
+    valid = torch.ones(2, 2, dtype=torch.bool)
+
+    ranks = rank_targets(target_scores, candidate_scores, valid)
+
+    assert ranks.tolist() == [2, 1]
+
+
 def test_invalid_candidates_do_not_count():
     ranks = rank_targets(
         torch.tensor([0.5]), torch.tensor([[0.9, 0.8, 0.1]]), torch.tensor([[False, True, True]])

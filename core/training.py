@@ -14,8 +14,8 @@ to their last max_len items and left-padded. Losses:
   negatives are drawn uniformly once per batch and shared by all its positions, and a
   negative equal to the positive is masked out.
 
-Model selection: the validation metric is computed every eval_every epochs (and at the
-last epoch); the best state is kept and training stops after `patience` evaluations
+Model selection: the validation metric is computed every eval_every epochs and at the
+last epoch. The best state is kept, and training stops after `patience` evaluations
 without improvement. The test set is evaluated once, on the best state, and is never used
 for any choice.
 """

@@ -109,6 +109,23 @@ def evaluate_grid(law: FittedLaw, d_prime: float, configs: Sequence[tuple[int, i
     return rows
 
 
+def compare_with_measured(predicted: float, low: float | None, high: float | None, measured: float) -> dict:
+    """Return a prediction next to the measured value of the same metric.
+
+    error = measured - predicted, in metric units. within_interval is whether [low, high]
+    contains the measured value, or None when the prediction has no interval.
+    """
+    within = None if low is None or high is None else low <= measured <= high
+    return {
+        "predicted": predicted,
+        "low": low,
+        "high": high,
+        "measured": measured,
+        "error": measured - predicted,
+        "within_interval": within,
+    }
+
+
 def prediction_warnings(rows: Sequence[dict]) -> list[str]:
     """Return sentences about predictions a caller should not trust: extrapolated or impossible."""
     warnings = []

@@ -48,8 +48,9 @@ from core.models import CausalRecommender, ModelConfig, build_model
 LOSSES = ("bce", "sampled_softmax")
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_VERSION = 1
-# Training-config fields that may differ between a checkpoint and the run resuming it.
-RESUMABLE_CHANGES = ("device", "num_threads")
+# Training-config fields that may differ between a checkpoint and the run resuming it. A new
+# epoch limit extends a run, or ends it at the next epoch boundary with the test evaluation.
+RESUMABLE_CHANGES = ("device", "num_threads", "epochs")
 # Redraw rounds for negatives that hit the user's own items. A user who has nearly every
 # item could exhaust them, and then keeps a few own items as negatives.
 MAX_NEGATIVE_REDRAWS = 100
@@ -773,9 +774,11 @@ def train_and_evaluate(
             TrainingCancelled to stop, which propagates to the caller.
         on_checkpoint: called after every epoch, before on_epoch, with a dict that
             resume_from accepts. Skipped (and not built) when None.
-        resume_from: a dict from on_checkpoint of a run with the same configs (device and
-            num_threads may differ). On the CPU, with the same thread count, the resumed
-            run gives the same result as an uninterrupted one. Some CUDA kernels are
+        resume_from: a dict from on_checkpoint of a run with the same configs (device,
+            num_threads and epochs may differ). On the CPU, with the same thread count, the
+            resumed run gives the same result as an uninterrupted one with the resumed
+            run's epoch limit. A limit at or below the checkpoint's epoch trains nothing
+            more and evaluates the best state on the test set. Some CUDA kernels are
             nondeterministic, so on CUDA the results agree only up to that noise.
 
     Returns:

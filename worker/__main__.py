@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from app.runtime import prefer_passive_thread_waits
 from worker.runner import run_worker
 
 
@@ -29,6 +30,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_thread_waits()
     arguments = parse_arguments(argv)
     for module in arguments.modules:
         importlib.import_module(module)

@@ -23,6 +23,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.law_service import compare_with_measured, law_profile_params
 from app.models import Dataset, DatasetProfile, Prediction, Run
 from app.settings import Settings
 from app.storage import checkpoint_key
@@ -297,15 +298,24 @@ def _epoch_progress(report: EpochReport, epochs: int) -> dict:
 
 
 def _run_result(run: Run, summary: dict) -> dict:
-    keys = ("metrics", "validation_metrics", "best_epoch", "epochs_run", "stopped_early", "train_time_s", "device")
-    return {"run_id": run.id, "d_prime": run.d_prime, **{key: summary[key] for key in keys}}
+    keys = (
+        "metrics", "validation_metrics", "best_epoch", "epochs_run", "stopped_early", "train_time_s",
+        "sequences_per_s", "n_parameters", "device",
+    )
+    return {
+        "run_id": run.id,
+        "d_prime": run.d_prime,
+        "apen_variant": law_profile_params(run.max_len).variant,
+        **{key: summary[key] for key in keys},
+    }
 
 
 def compare_with_predictions(session: Session, run: Run) -> dict[str, dict]:
     """Return, per measured metric, the newest stored prediction for this run's config and its error.
 
     A prediction matches when it has the run's tenant, dataset, n_layers and d_model, and
-    either the run's protocol or none. error = measured - predicted.
+    either the run's protocol or none. error = measured - predicted; within_interval says
+    whether the prediction's interval contains the measured value.
     """
     predictions = session.scalars(
         select(Prediction)
@@ -324,11 +334,7 @@ def compare_with_predictions(session: Session, run: Run) -> dict[str, dict]:
             continue
         measured = run.metrics[prediction.metric]
         comparison[prediction.metric] = {
-            "predicted": prediction.predicted,
-            "low": prediction.low,
-            "high": prediction.high,
-            "measured": measured,
-            "error": measured - prediction.predicted,
+            **compare_with_measured(prediction.predicted, prediction.low, prediction.high, measured),
             "prediction_id": prediction.id,
             "law_ref": prediction.law_ref,
         }

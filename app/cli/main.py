@@ -9,6 +9,7 @@ import typer
 
 from app.cli import analysis, calibrate, service, training
 from app.cli.output import EXIT_SERVER_ERROR
+from app.runtime import prefer_passive_thread_waits
 
 app = typer.Typer(
     name="perflaw",
@@ -25,6 +26,7 @@ calibrate.register(app)
 
 def main() -> None:
     """Run the command line; an unexpected error prints its traceback and exits with code 3."""
+    prefer_passive_thread_waits()
     try:
         app()
     except Exception:

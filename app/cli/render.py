@@ -134,14 +134,39 @@ def render_check(document: dict) -> None:
 def render_training(document: dict) -> None:
     metrics = document.get("metrics", {})
     stdout.print(f"[bold]measured on {document['dataset']}[/] (test set, best validation epoch {document.get('best_epoch')})")
-    table = Table("metric", "value")
-    for name in ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"):
-        if name in metrics:
-            table.add_row(name, f"{metrics[name]:.4f}")
+    table = Table("K", "HR@K", "NDCG@K")
+    for k in sorted({int(name.split("@")[1]) for name in metrics if "@" in name}):
+        table.add_row(str(k), _format_metric(metrics.get(f"hr@{k}")), _format_metric(metrics.get(f"ndcg@{k}")))
     stdout.print(table)
-    facts = {key: document.get(key) for key in ("epochs_run", "train_time_s", "sequences_per_s", "n_parameters", "device", "d_prime")}
-    stdout.print(", ".join(f"{key} {_format_number(value)}" for key, value in facts.items() if value is not None))
-    prediction = document.get("prediction")
-    if prediction:
-        for metric, compared in prediction.items():
-            stdout.print(f"{metric}: predicted {compared['predicted']:.4f}, measured {compared['measured']:.4f}")
+    if "mrr" in metrics:
+        stdout.print(f"MRR {metrics['mrr']:.4f}")
+
+    facts = {key: document.get(key) for key in ("epochs_run", "train_time_s", "sequences_per_s", "n_parameters", "device")}
+    stdout.print(", ".join(f"{key} {_format_number(value)}" for key, value in facts.items() if value is not None), soft_wrap=True)
+    if document.get("d_prime") is not None:
+        variant = document.get("apen_variant")
+        stdout.print(f"d_prime {_format_number(document['d_prime'])}" + (f" ({variant} ApEn)" if variant else ""), soft_wrap=True)
+    if document.get("stopped_early") is False:
+        stdout.print("note: training reached the epoch limit before early stopping, so the model may be undertrained "
+                     "and measure lower than a law fitted on converged runs", soft_wrap=True)
+
+    for metric, compared in (document.get("prediction") or {}).items():
+        stdout.print(_comparison_line(metric, compared), soft_wrap=True)
+
+
+def _format_metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _comparison_line(metric: str, compared: dict) -> str:
+    """One line: predicted (with interval and law) against measured, and whether the interval contains it."""
+    line = f"{metric}: predicted {compared['predicted']:.4f}"
+    if compared.get("low") is not None and compared.get("high") is not None:
+        line += f" [{compared['low']:.4f}, {compared['high']:.4f}]"
+    if compared.get("law_ref"):
+        line += f" by law {compared['law_ref']}"
+    line += f", measured {compared['measured']:.4f}"
+    within = compared.get("within_interval")
+    if within is not None:
+        line += ": inside the interval" if within else ": outside the interval"
+    return line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -67,6 +68,7 @@ def worker(
     """Run a job worker: it claims queued jobs from the database and runs them."""
     if device not in ("auto", "cpu", "cuda"):
         fail(f"invalid --device {device!r}: use auto, cpu or cuda")
+    _require_current_schema()
     from worker.runner import run_worker
 
     raise typer.Exit(run_worker(device=device, once=once))
@@ -92,6 +94,7 @@ def keys_create(tenant: Annotated[str, typer.Option(help="Tenant that owns the k
 
     if not tenant.strip() or len(tenant) > 100:
         fail("--tenant must be 1 to 100 characters")
+    _require_current_schema()
     with session_scope() as session:
         secret = auth.create_api_key(session, tenant.strip())
     typer.echo(secret)
@@ -103,11 +106,37 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key, or its firs
     from app import auth
     from app.db import session_scope
 
+    _require_current_schema()
     with session_scope() as session:
         revoked = auth.revoke_api_key(session, prefix)
     if revoked == 0:
         fail(f"no active key starts with {prefix[:8]!r}")
     typer.echo(f"revoked {revoked} key(s)")
+
+
+def _require_current_schema() -> None:
+    """Exit with status 2 and the command that fixes it unless the database has the newest schema.
+
+    A missing SQLite file is reported without being created, so a mistyped PERFLAW_DATA_DIR
+    leaves nothing behind.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import get_engine
+    from app.migrate import schema_is_current
+
+    url = get_settings().resolved_database_url
+    fix = "run `perflaw db upgrade` (or start `perflaw serve`, which upgrades it) first"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        fail(f"no database at {parsed.database}: {fix}")
+    try:
+        current = schema_is_current(get_engine())
+    except SQLAlchemyError as error:
+        fail(f"cannot read the schema of {_redact(url)}: {error.__class__.__name__}: {str(error).splitlines()[0]}")
+    if not current:
+        fail(f"the database {_redact(url)} does not have the newest perflaw schema: {fix}")
 
 
 def _redact(url: str) -> str:

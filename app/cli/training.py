@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,10 @@ from app.cli.analysis import (
 from app.cli.output import fail, print_json, stderr
 from app.cli.render import render_training
 from app.dataset_service import data_term_of
-from app.law_service import law_profile_params
+from app.law_service import compare_with_measured, evaluate_grid, law_profile_params, load_reference_law
 
 POLL_INTERVAL_S = 2.0
+PREDICTION_LEVEL = 0.9  # coverage of the reference law's interval, as in `perflaw predict`
 
 
 def train(
@@ -49,11 +51,14 @@ def train(
     read_options = _read_arguments(format, separator, header, user_column, item_column, timestamp_column)
     model = {"arch": arch, "n_layers": layers, "d_model": d_model, "n_heads": n_heads, "max_len": max_len, "dropout": dropout}
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "loss": loss, "patience": patience,
-                "eval_every": eval_every, "protocol": protocol, "seed": seed}
+                "eval_every": eval_every, "protocol": protocol, "seed": seed, "device": device}
+    model_config, train_config = _check_configs(model, settings)
+
     if server:
+        del settings["device"]
         document = _train_on_server(server, file, read_options, model, settings, show_progress=not json_output)
     else:
-        document = _train_locally(file, read_options, model, {**settings, "device": device}, show_progress=not json_output)
+        document = _train_locally(file, read_options, model_config, train_config, show_progress=not json_output)
         if runs_out:
             _append_run(runs_out, document)
     if json_output:
@@ -62,32 +67,67 @@ def train(
         render_training(document)
 
 
-def _train_locally(file: Path, read_options, model: dict, settings: dict, *, show_progress: bool) -> dict:
-    from core.models import ModelConfig
-    from core.profile import profile_dataset
-    from core.training import TrainConfig, train_and_evaluate
+def _check_configs(model: dict, settings: dict):
+    """Return (ModelConfig, TrainConfig) from the options, or exit 2 before any file is read.
 
-    dataset = offline.read_file(file, read_options, show_progress=show_progress).dataset
+    The item count is not known yet, so the ModelConfig has one item until the file is read.
+    """
+    from core.models import ModelConfig
+    from core.training import TrainConfig
+
     try:
-        model_config = ModelConfig(n_items=dataset.n_items, **model)
-        train_config = TrainConfig(**settings)
+        return ModelConfig(n_items=1, **model), TrainConfig(**settings)
     except (TypeError, ValueError) as error:
         fail(str(error))
-    tokens, apen, d_prime = data_term_of(profile_dataset(dataset, law_profile_params(model_config.max_len)).to_dict())
 
-    with _epoch_progress(train_config.epochs, show_progress) as on_epoch:
+
+def _train_locally(file: Path, read_options, model_config, train_config, *, show_progress: bool) -> dict:
+    from core.profile import profile_dataset
+    from core.training import train_and_evaluate
+
+    dataset = offline.read_file(file, read_options, show_progress=show_progress).dataset
+    model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
+    profile_params = law_profile_params(model_config.max_len)
+    tokens, apen, d_prime = data_term_of(profile_dataset(dataset, profile_params).to_dict())
+
+    with _epoch_progress(train_config.epochs, train_config.metric, show_progress) as on_epoch:
         try:
             result = train_and_evaluate(dataset, model_config, train_config, on_epoch=on_epoch)
         except ValueError as error:
             fail(f"{file}: {error}")
-    return {"dataset": file.name, "tokens": tokens, "apen": apen, "d_prime": d_prime, **result.to_dict()}
+
+    document = {"dataset": file.name, "tokens": tokens, "apen": apen, "d_prime": d_prime,
+                "apen_variant": profile_params.variant, **result.to_dict()}
+    prediction = _compare_with_reference_laws(document)
+    if prediction:
+        document["prediction"] = prediction
+    return document
+
+
+def _compare_with_reference_laws(document: dict) -> dict[str, dict]:
+    """Return, per metric with a shipped reference law, its prediction for this run against the measurement.
+
+    Only runs with the reference law's protocol and architecture are compared, because a law
+    fitted on full ranking cannot predict sampled metrics, which are much higher.
+    """
+    model = document["config"]["model"]
+    comparison = {}
+    for metric in ("hr@10", "ndcg@10"):
+        reference = load_reference_law(metric)
+        if reference is None or (reference.protocol, reference.arch) != (document["protocol"], model["arch"]):
+            continue
+        (row,) = evaluate_grid(reference.law, document["d_prime"], [(model["n_layers"], model["d_model"])], PREDICTION_LEVEL)
+        measured = document["metrics"][metric]
+        comparison[metric] = {**compare_with_measured(row["predicted"], row["low"], row["high"], measured), "law_ref": "reference"}
+    return comparison
 
 
 class _epoch_progress:
     """A context manager yielding an on_epoch callback: a bar on a terminal, a line per epoch otherwise."""
 
-    def __init__(self, total_epochs: int, enabled: bool) -> None:
+    def __init__(self, total_epochs: int, metric: str, enabled: bool) -> None:
         self.total_epochs = total_epochs
+        self.metric = metric
         self.enabled = enabled
         self.progress = None
 
@@ -106,7 +146,7 @@ class _epoch_progress:
             return
         best = epoch_report.best_validation_metric
         description = f"epoch {epoch_report.epoch} loss {epoch_report.train_loss:.4f}" + (
-            f" best validation {best:.4f} (epoch {epoch_report.best_epoch})" if best is not None else "")
+            f", best validation {self.metric} {best:.4f} (epoch {epoch_report.best_epoch})" if best is not None else "")
         if self.progress is not None:
             self.progress.update(self.task, completed=epoch_report.epoch, description=description)
         else:

@@ -240,3 +240,81 @@ def test_train_invalid_width_exit_2(log_file):
 
     assert result.exit_code == 2
     assert "n_heads" in result.stderr
+
+
+def test_train_checks_options_before_reading_the_file(tmp_path):
+    result = invoke("train", tmp_path / "not-read.csv", "--epochs", "0")
+
+    assert result.exit_code == 2
+    assert "epochs must be a positive integer" in result.stderr
+
+
+def test_train_table_shows_every_cutoff_and_the_reference_comparison(log_file):
+    result = invoke("train", log_file, "--format", "sasrec", "--layers", "1", "--d-model", "8", "--max-len", "10",
+                    "--epochs", "1", "--device", "cpu")
+
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("│")}
+    assert {"1", "5", "10", "20", "50"} <= rows
+    assert "(reference ApEn)" in result.stdout
+    assert "the epoch limit before early stopping" in result.stdout
+    comparisons = [line for line in result.stdout.splitlines() if line.startswith(("hr@10: predicted", "ndcg@10: predicted"))]
+    assert len(comparisons) == 2
+    assert all(line.endswith(("inside the interval", "outside the interval")) for line in comparisons)
+
+
+def test_train_json_compares_with_reference_law_only_under_its_protocol(log_file):
+    full = invoke("train", log_file, "--format", "sasrec", "--layers", "1", "--d-model", "8", "--max-len", "10",
+                  "--epochs", "1", "--device", "cpu", "--json")
+    sampled = invoke("train", log_file, "--format", "sasrec", "--layers", "1", "--d-model", "8", "--max-len", "10",
+                     "--epochs", "1", "--device", "cpu", "--protocol", "sampled-100", "--json")
+
+    document = json.loads(full.stdout)
+    compared = document["prediction"]["hr@10"]
+    assert compared["measured"] == document["metrics"]["hr@10"]
+    assert compared["error"] == pytest.approx(compared["measured"] - compared["predicted"])
+    assert compared["within_interval"] == (compared["low"] <= compared["measured"] <= compared["high"])
+    assert "prediction" not in json.loads(sampled.stdout)
+
+
+def test_keys_create_on_a_fresh_data_folder_exits_2_and_writes_nothing(tmp_path, monkeypatch):
+    from app.runtime import reset_cached_state
+
+    monkeypatch.delenv("PERFLAW_DATABASE_URL", raising=False)
+    monkeypatch.setenv("PERFLAW_DATA_DIR", str(tmp_path / "fresh"))
+    reset_cached_state()
+
+    result = invoke("keys", "create", "--tenant", "team")
+    reset_cached_state()
+
+    assert result.exit_code == 2
+    assert "perflaw db upgrade" in result.stderr
+    assert not (tmp_path / "fresh" / "perflaw.sqlite3").exists()
+
+
+def test_keys_create_on_a_database_without_the_schema_exits_2(tmp_path, monkeypatch):
+    import sqlite3
+
+    from app.runtime import reset_cached_state
+
+    path = tmp_path / "empty.sqlite3"
+    sqlite3.connect(path).close()
+    monkeypatch.setenv("PERFLAW_DATABASE_URL", f"sqlite:///{path}")
+    reset_cached_state()
+
+    result = invoke("keys", "create", "--tenant", "team")
+    reset_cached_state()
+
+    assert result.exit_code == 2
+    assert "does not have the newest perflaw schema" in result.stderr
+
+
+def test_keys_create_and_revoke_on_an_upgraded_database(service_env):
+    created = invoke("keys", "create", "--tenant", "team")
+    revoked = invoke("keys", "revoke", created.stdout.strip())
+    revoked_again = invoke("keys", "revoke", created.stdout.strip())
+
+    assert created.exit_code == 0, created.output
+    assert created.stdout.startswith("pl_")
+    assert revoked.exit_code == 0, revoked.output
+    assert revoked_again.exit_code == 2

@@ -1,8 +1,10 @@
-"""Warnings attached to predictions that a caller should not trust."""
+"""Warnings attached to predictions that a caller should not trust, and predictions set against measurements."""
 
 from __future__ import annotations
 
-from app.law_service import prediction_warnings
+import pytest
+
+from app.law_service import compare_with_measured, prediction_warnings
 
 
 def row(predicted: float, extrapolated: list[str] | None = None) -> dict:
@@ -26,3 +28,14 @@ def test_extrapolated_inputs_are_named():
 
     assert len(warnings) == 1
     assert "d_prime, n_layers" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "measured", "within"),
+    [(0.1, 0.3, 0.25, True), (0.1, 0.3, 0.3, True), (0.1, 0.3, 0.31, False), (0.1, 0.3, 0.05, False), (None, None, 0.2, None)],
+)
+def test_comparison_says_whether_the_interval_holds_the_measurement(low, high, measured, within):
+    compared = compare_with_measured(0.2, low, high, measured)
+
+    assert compared["error"] == pytest.approx(measured - 0.2)
+    assert compared["within_interval"] is within

@@ -100,6 +100,39 @@ def test_resume_reports_remaining_epochs_only():
     assert epochs_seen == [5, 6]
 
 
+def test_resume_with_a_lower_epoch_limit_ends_the_run_at_once():
+    dataset = from_sequences(cyclic_sequences())
+    checkpoints = []
+    train_and_evaluate(dataset, tiny_model(), tiny_training(epochs=6), on_checkpoint=checkpoints.append)
+    shortened = tiny_training(epochs=4)
+    epochs_seen = []
+
+    resumed = train_and_evaluate(
+        dataset, tiny_model(), shortened, on_epoch=lambda report: epochs_seen.append(report.epoch),
+        resume_from=checkpoints[3],
+    )
+    four_epochs = train_and_evaluate(dataset, tiny_model(), shortened)
+
+    assert epochs_seen == []
+    assert resumed.epochs_run == four_epochs.epochs_run == 4
+    assert resumed.best_epoch == four_epochs.best_epoch
+    assert resumed.metrics == four_epochs.metrics
+
+
+def test_resume_with_a_higher_epoch_limit_continues_the_run():
+    dataset = from_sequences(cyclic_sequences())
+    checkpoints = []
+    train_and_evaluate(dataset, tiny_model(), tiny_training(epochs=4), on_checkpoint=checkpoints.append)
+    extended = tiny_training(epochs=6)
+
+    resumed = train_and_evaluate(dataset, tiny_model(), extended, resume_from=checkpoints[3])
+    six_epochs = train_and_evaluate(dataset, tiny_model(), extended)
+
+    assert resumed.epochs_run == 6
+    assert resumed.validation_metrics == six_epochs.validation_metrics
+    assert resumed.metrics == six_epochs.metrics
+
+
 def test_resume_with_other_config_is_rejected():
     dataset = from_sequences(cyclic_sequences())
     checkpoints = []

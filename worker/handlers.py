@@ -194,6 +194,7 @@ def train_run(context: JobContext) -> ResultWriter:
         comparison = compare_with_predictions(session, run)
         if comparison:
             job_result["prediction"] = comparison
+            run.details = {**run.details, "prediction": comparison}
         return job_result
 
     return write_run

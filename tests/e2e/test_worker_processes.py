@@ -224,6 +224,7 @@ def test_train_run_records_one_verified_run(engine, tenant_id, workers, worker_e
     assert comparison["measured"] == run.metrics["ndcg@10"]
     assert comparison["error"] == pytest.approx(run.metrics["ndcg@10"] - 0.2)
     assert comparison["within_interval"] == (0.1 <= run.metrics["ndcg@10"] <= 0.3)
+    assert run.details["prediction"] == job.result["prediction"]
     assert job.progress["epoch"] == 3
     assert not storage_of(worker_env).exists(checkpoint_key(job_id))
 

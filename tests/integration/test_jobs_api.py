@@ -54,6 +54,27 @@ def test_verification_run_stores_verified_run(client):
     assert runs[0]["d_prime"] > 0
 
 
+def test_verification_run_shows_prediction_against_measurement(client):
+    dataset_id = upload_cycle_log(client)
+    predicted = client.post(
+        "/v1/predictions", json={"dataset_id": dataset_id, "layers": [1], "d_models": [16], "metric": "hr@10"}
+    )
+    assert predicted.status_code == 200, predicted.text
+    row = predicted.json()["predictions"][0]
+
+    job_id = client.post(f"/v1/datasets/{dataset_id}/verification-runs", json=TINY_RUN).json()["items"][0]["id"]
+    assert run_one_job() is True
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    run = client.get(f"/v1/runs/{job['result']['run_id']}").json()
+
+    compared = job["result"]["prediction"]["hr@10"]
+    assert compared["predicted"] == pytest.approx(row["predicted"])
+    assert compared["measured"] == run["metrics"]["hr@10"]
+    assert compared["error"] == pytest.approx(run["metrics"]["hr@10"] - row["predicted"])
+    assert compared["within_interval"] == (row["low"] <= compared["measured"] <= row["high"])
+    assert run["details"]["prediction"] == job["result"]["prediction"]
+
+
 def test_training_limits_are_enforced(client):
     dataset_id = upload_cycle_log(client)
     too_deep = {**TINY_RUN, "configs": [{"n_layers": 10_000, "d_model": 16}]}

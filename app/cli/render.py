@@ -37,7 +37,15 @@ def render_profile(document: dict) -> None:
             table.add_row(key, _format_number(value))
     stdout.print(table)
     for warning in dataset.get("warnings", []):
-        stdout.print(f"[yellow]warning:[/] {warning}")
+        stdout.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+
+    d_prime = profile.get("d_prime")
+    if isinstance(d_prime, (int, float)) and d_prime < 0:
+        stdout.print(
+            "note: D' is negative because Pincus ApEn is below 0 when templates rarely repeat within a sequence "
+            "(docs/entropy.md). The laws use the `reference` variant; pass --variant reference to see their D'.",
+            soft_wrap=True,
+        )
 
 
 def _describe_law(law: dict) -> str:

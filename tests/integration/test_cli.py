@@ -70,6 +70,16 @@ def test_profile_json_is_one_document(log_file):
     assert document["profile"]["params"]["m"] == 2
 
 
+def test_profile_explains_negative_d_prime(log_file):
+    pincus = invoke("profile", log_file, "--format", "sasrec")
+    reference = invoke("profile", log_file, "--format", "sasrec", "--variant", "reference")
+
+    assert pincus.exit_code == 0, pincus.output
+    assert "note: D' is negative" in pincus.stdout
+    assert reference.exit_code == 0, reference.output
+    assert "note: D' is negative" not in reference.stdout
+
+
 def test_profile_bad_row_exits_2_with_line(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("user,item\nu1,a\nu2,\n")

@@ -167,7 +167,7 @@ def _format_metric(value: float | None) -> str:
 
 
 def _comparison_line(metric: str, compared: dict) -> str:
-    """One line: predicted (with interval and law) against measured, and whether the interval contains it."""
+    """Format one line: predicted (with interval and law) against measured, and whether the interval contains it."""
     line = f"{metric}: predicted {compared['predicted']:.4f}"
     if compared.get("low") is not None and compared.get("high") is not None:
         line += f" [{compared['low']:.4f}, {compared['high']:.4f}]"

@@ -19,6 +19,8 @@ from app.models import ApiKey, Tenant
 
 ANONYMOUS_TENANT = "default"
 KEY_PREFIX = "pl_"
+# Leading characters of a key stored in clear, so that an operator can name a key to revoke.
+KEY_PREFIX_LENGTH = 8
 
 
 def hash_key(secret: str) -> str:
@@ -38,14 +40,30 @@ def create_api_key(session: Session, tenant_name: str) -> str:
     """Create a key for the tenant (creating the tenant if new) and return the secret."""
     tenant = get_or_create_tenant(session, tenant_name)
     secret = KEY_PREFIX + secrets.token_urlsafe(24)
-    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(secret), prefix=secret[:8]))
+    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(secret), prefix=secret[:KEY_PREFIX_LENGTH]))
     session.flush()
     return secret
 
 
-def revoke_api_key(session: Session, prefix: str) -> int:
-    """Revoke every active key whose first characters equal prefix; return how many."""
-    keys = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix[:8], ApiKey.revoked_at.is_(None))).all()
+def revoke_api_key(session: Session, key_or_prefix: str) -> int:
+    """Revoke the active key given whole or by its first KEY_PREFIX_LENGTH characters; return 0 or 1.
+
+    A whole key must match a stored hash, so a mistyped key revokes nothing. A prefix must
+    name exactly one active key.
+
+    Raises:
+        ValueError: when the text is shorter than a prefix, or the prefix names several keys.
+    """
+    active = select(ApiKey).where(ApiKey.revoked_at.is_(None))
+    if len(key_or_prefix) < KEY_PREFIX_LENGTH:
+        raise ValueError(f"give the whole key or its first {KEY_PREFIX_LENGTH} characters, not {key_or_prefix!r}")
+    if len(key_or_prefix) == KEY_PREFIX_LENGTH:
+        keys = session.scalars(active.where(ApiKey.prefix == key_or_prefix)).all()
+    else:
+        keys = session.scalars(active.where(ApiKey.key_hash == hash_key(key_or_prefix))).all()
+    if len(keys) > 1:
+        raise ValueError(f"{len(keys)} active keys start with {key_or_prefix!r}: give the whole key")
+
     for key in keys:
         key.revoked_at = datetime.now(timezone.utc)
     return len(keys)

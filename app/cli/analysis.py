@@ -28,7 +28,9 @@ SeparatorOption = Annotated[str | None, typer.Option(help="Field separator, e.g.
 HeaderOption = Annotated[bool | None, typer.Option("--header/--no-header", help="Whether the first line names the columns.")]
 UserColumnOption = Annotated[str | None, typer.Option(help="Name or 0-based position of the user (or session) column.")]
 ItemColumnOption = Annotated[str | None, typer.Option(help="Name or 0-based position of the item column.")]
-TimestampColumnOption = Annotated[str | None, typer.Option(help="Name or 0-based position of the timestamp column.")]
+TimestampColumnOption = Annotated[
+    str | None, typer.Option(help="Name or 0-based position of the timestamp column, or `none` to keep file order.")
+]
 MetricOption = Annotated[str, typer.Option(help="Metric to predict: hr@K, ndcg@K or mrr.")]
 LawOption = Annotated[
     str | None,

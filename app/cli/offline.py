@@ -19,7 +19,14 @@ from app.law_service import (
 from app.settings import get_settings
 from core.fitting import FittedLaw, LawFitError
 from core.profile import ProfileParams, profile_dataset
-from core.readers import InteractionLogError, LimitExceededError, ReadOptions, read_interactions
+from core.readers import (
+    InteractionLogError,
+    LimitExceededError,
+    ReadOptions,
+    parse_column_text,
+    parse_timestamp_column_text,
+    read_interactions,
+)
 from core.runs_file import RunsFileError, read_runs
 
 
@@ -43,17 +50,11 @@ class ReadArguments:
             format=self.format,
             separator=self.separator,
             header=self.header,
-            user_column=_column(self.user_column),
-            item_column=_column(self.item_column),
-            timestamp_column=_column(self.timestamp_column),
+            user_column=parse_column_text(self.user_column),
+            item_column=parse_column_text(self.item_column),
+            timestamp_column=parse_timestamp_column_text(self.timestamp_column),
             drop_invalid=self.drop_invalid,
         )
-
-
-def _column(value: str | None) -> str | int | None:
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
 
 
 def read_file(path: Path, arguments: ReadArguments, *, show_progress: bool):

@@ -141,7 +141,10 @@ def render_check(document: dict) -> None:
 
 def render_training(document: dict) -> None:
     metrics = document.get("metrics", {})
-    stdout.print(f"[bold]measured on {document['dataset']}[/] (test set, best validation epoch {document.get('best_epoch')})")
+    model = document.get("config", {}).get("model") or document.get("run", {})
+    size = f"{model.get('arch')} {model.get('n_layers')} x {model.get('d_model')}" if model else "model"
+    stdout.print(f"[bold]{size} on {document['dataset']}[/], protocol {document.get('protocol') or model.get('protocol')} "
+                 f"(test set, best validation epoch {document.get('best_epoch')})", soft_wrap=True)
     table = Table("K", "HR@K", "NDCG@K")
     for k in sorted({int(name.split("@")[1]) for name in metrics if "@" in name}):
         table.add_row(str(k), _format_metric(metrics.get(f"hr@{k}")), _format_metric(metrics.get(f"ndcg@{k}")))
@@ -150,16 +153,19 @@ def render_training(document: dict) -> None:
         stdout.print(f"MRR {metrics['mrr']:.4f}")
 
     facts = {key: document.get(key) for key in ("epochs_run", "train_time_s", "sequences_per_s", "n_parameters", "device")}
+    if facts["train_time_s"] is not None:
+        facts["train_time_s"] = round(facts["train_time_s"], 1)
+    if facts["sequences_per_s"] is not None:
+        facts["sequences_per_s"] = round(facts["sequences_per_s"])
     stdout.print(", ".join(f"{key} {_format_number(value)}" for key, value in facts.items() if value is not None), soft_wrap=True)
     if document.get("d_prime") is not None:
         variant = document.get("apen_variant")
         stdout.print(f"d_prime {_format_number(document['d_prime'])}" + (f" ({variant} ApEn)" if variant else ""), soft_wrap=True)
-    if document.get("stopped_early") is False:
-        stdout.print("note: training reached the epoch limit before early stopping, so the model may be undertrained "
-                     "and measure lower than a law fitted on converged runs", soft_wrap=True)
 
     for metric, compared in (document.get("prediction") or {}).items():
         stdout.print(_comparison_line(metric, compared), soft_wrap=True)
+    for note in document.get("notes", []):
+        stdout.print(f"note: {note}", soft_wrap=True)
 
 
 def _format_metric(value: float | None) -> str:

@@ -98,20 +98,24 @@ def keys_create(tenant: Annotated[str, typer.Option(help="Tenant that owns the k
     with session_scope() as session:
         secret = auth.create_api_key(session, tenant.strip())
     typer.echo(secret)
+    typer.echo(f"created a key for tenant {tenant.strip()!r}; it is shown only this once", err=True)
 
 
 @keys_app.command("revoke")
-def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key, or its first 8 characters.")]) -> None:
+def keys_revoke(key_or_prefix: Annotated[str, typer.Argument(help="The whole key, or its first 8 characters.")]) -> None:
     """Revoke an API key."""
     from app import auth
     from app.db import session_scope
 
     _require_current_schema()
-    with session_scope() as session:
-        revoked = auth.revoke_api_key(session, prefix)
+    try:
+        with session_scope() as session:
+            revoked = auth.revoke_api_key(session, key_or_prefix)
+    except ValueError as error:
+        fail(str(error))
     if revoked == 0:
-        fail(f"no active key starts with {prefix[:8]!r}")
-    typer.echo(f"revoked {revoked} key(s)")
+        fail(f"no active key matches {key_or_prefix[:auth.KEY_PREFIX_LENGTH]!r}...: it is unknown, mistyped or already revoked")
+    typer.echo(f"revoked the key {key_or_prefix[:auth.KEY_PREFIX_LENGTH]}...")
 
 
 def _require_current_schema() -> None:

@@ -61,6 +61,8 @@ def train(
         document = _train_locally(file, read_options, model_config, train_config, show_progress=not json_output)
         if runs_out:
             _append_run(runs_out, document)
+    document["notes"] = _training_notes(document, on_server=bool(server))
+
     if json_output:
         print_json(document)
     else:
@@ -120,6 +122,22 @@ def _compare_with_reference_laws(document: dict) -> dict[str, dict]:
         measured = document["metrics"][metric]
         comparison[metric] = {**compare_with_measured(row["predicted"], row["low"], row["high"], measured), "law_ref": "reference"}
     return comparison
+
+
+def _training_notes(document: dict, *, on_server: bool) -> list[str]:
+    """Return sentences that qualify the measured metrics or explain why no prediction is compared."""
+    notes = []
+    if document.get("stopped_early") is False:
+        notes.append("training reached the epoch limit before early stopping, so the model may be undertrained "
+                     "and measure lower than a law fitted on converged runs predicts")
+    if not document.get("prediction"):
+        if on_server:
+            notes.append("no prediction to compare with: the server has none for this dataset and size; "
+                         "POST /v1/predictions before the verification run to get one")
+        else:
+            notes.append("no prediction to compare with: the shipped reference laws cover sasrec under the full "
+                         "protocol only")
+    return notes
 
 
 class _epoch_progress:

@@ -28,7 +28,14 @@ from app.schemas import PRINTABLE_TEXT, DatasetList, DatasetPublic, JobPublic, P
 from app.settings import get_settings
 from app.storage import Storage, get_storage
 from core.profile import ProfileParams
-from core.readers import InteractionLogError, LimitExceededError, ReadOptions, read_interactions
+from core.readers import (
+    InteractionLogError,
+    LimitExceededError,
+    ReadOptions,
+    parse_column_text,
+    parse_timestamp_column_text,
+    read_interactions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +84,7 @@ class UploadParams(StrictModel):
     header: bool | None = Field(None, description="Whether the first line names the columns.")
     user_column: str | None = Field(None, max_length=200, description="Name or 0-based position of the user (or session) column.")
     item_column: str | None = Field(None, max_length=200, description="Name or 0-based position of the item column.")
-    timestamp_column: str | None = Field(None, max_length=200, description="Name or 0-based position of the timestamp column.")
+    timestamp_column: str | None = Field(None, max_length=200, description="Name or 0-based position of the timestamp column, or `none` to keep file order.")
     drop_invalid: bool = Field(False, description="Drop rows with an empty user or item and count them, instead of rejecting the file.")
 
 
@@ -89,21 +96,14 @@ class ReceivedUpload:
     size_bytes: int
 
 
-def _column(value: str | None) -> str | int | None:
-    """Return a column given as digits as its 0-based position, otherwise as a name."""
-    if value is None:
-        return None
-    return int(value) if value.isdigit() else value
-
-
 def _read_options(params: UploadParams) -> ReadOptions:
     return ReadOptions(
         format=params.format,
         separator=params.separator,
         header=params.header,
-        user_column=_column(params.user_column),
-        item_column=_column(params.item_column),
-        timestamp_column=_column(params.timestamp_column),
+        user_column=parse_column_text(params.user_column),
+        item_column=parse_column_text(params.item_column),
+        timestamp_column=parse_timestamp_column_text(params.timestamp_column),
         drop_invalid=params.drop_invalid,
     )
 

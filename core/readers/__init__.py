@@ -8,7 +8,16 @@ file name unless given, by the rules written out in core.readers.detect.
 """
 
 from core.readers.errors import InteractionLogError, LimitExceededError
-from core.readers.options import COMPRESSIONS, FORMATS, ReadLimits, ReadOptions, ReadResult
+from core.readers.options import (
+    COMPRESSIONS,
+    FORMATS,
+    NO_TIMESTAMP_COLUMN,
+    ReadLimits,
+    ReadOptions,
+    ReadResult,
+    parse_column_text,
+    parse_timestamp_column_text,
+)
 from core.readers.read import read_interactions
 
 __all__ = [
@@ -16,8 +25,11 @@ __all__ = [
     "FORMATS",
     "InteractionLogError",
     "LimitExceededError",
+    "NO_TIMESTAMP_COLUMN",
     "ReadLimits",
     "ReadOptions",
     "ReadResult",
+    "parse_column_text",
+    "parse_timestamp_column_text",
     "read_interactions",
 ]

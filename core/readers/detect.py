@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from core.readers.errors import InteractionLogError
-from core.readers.options import ReadOptions
+from core.readers.options import NO_TIMESTAMP_COLUMN, ReadOptions
 
 USER_NAMES = (
     "user_id", "userid", "user", "uid", "reviewerid", "visitorid", "visitor_id",
@@ -314,8 +314,8 @@ def _guess_timestamp_by_position(
         return None
     warnings.append(
         f"the file has no header, so column {last} (0-based, the last one) was taken as the "
-        "timestamp; pass timestamp_column to choose another, or timestamp_column=False to "
-        "keep file order"
+        "timestamp; choose another with the timestamp column option, or set it to "
+        f"{NO_TIMESTAMP_COLUMN!r} to keep file order"
     )
     return last
 

@@ -14,6 +14,22 @@ COMPRESSIONS = ("none", "gzip", "bz2", "xz", "zip")
 MULTI_CHARACTER_SEPARATORS = ("::", "whitespace")
 
 ColumnReference = str | int
+# The text that means timestamp_column=False where options arrive as text (query, command line).
+NO_TIMESTAMP_COLUMN = "none"
+
+
+def parse_column_text(text: str | None) -> ColumnReference | None:
+    """Return a column typed as text: digits give a 0-based position, other text a header name."""
+    if text is None:
+        return None
+    return int(text) if text.isdigit() else text
+
+
+def parse_timestamp_column_text(text: str | None) -> ColumnReference | Literal[False] | None:
+    """Return parse_column_text(text), or False (keep file order) for NO_TIMESTAMP_COLUMN in any case."""
+    if text is not None and text.lower() == NO_TIMESTAMP_COLUMN:
+        return False
+    return parse_column_text(text)
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def start_server(service_env, tmp_path) -> Iterator:
 
 def run_perflaw(service_env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*perflaw_command(), *arguments], env=service_env, capture_output=True, text=True, timeout=120
+        [*perflaw_command(), *map(str, arguments)], env=service_env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -175,3 +175,27 @@ def test_loopback_without_keys_serves_and_logs_json(start_server):
     assert access[0]["logger"] == "app.access"
     assert access[0]["status"] == 404
     assert access[0]["path"] == "/v1/datasets/5"
+
+
+def test_train_on_server_prints_prediction_against_measurement(service_env, start_server, tmp_path):
+    service_env["PERFLAW_WORKERS"] = "1"
+    log = tmp_path / "cycle.txt"
+    log.write_text("".join(f"u{user} {1 + (user + step) % 12}\n" for user in range(60) for step in range(8)))
+    server = start_server("127.0.0.1")
+    server.wait_ready()
+    options = ["--format", "sasrec", "--layers", "1", "--max-len", "10", "--epochs", "1", "--server", server.base_url]
+
+    uploaded = httpx.post(f"{server.base_url}/v1/datasets", params={"format": "sasrec"},
+                          files={"file": ("cycle.txt", log.read_bytes())}, timeout=30)
+    predicted = httpx.post(f"{server.base_url}/v1/predictions", timeout=30,
+                           json={"dataset_id": uploaded.json()["id"], "layers": [1], "d_models": [8], "metric": "hr@10"})
+    compared = run_perflaw(service_env, "train", log, "--d-model", "8", *options)
+    uncompared = run_perflaw(service_env, "train", log, "--d-model", "16", *options)
+    server.stop()
+
+    assert predicted.status_code == 200, predicted.text
+    assert compared.returncode == 0, compared.stderr
+    assert "sasrec 1 x 8 on cycle.txt, protocol full" in compared.stdout
+    assert f"hr@10: predicted {predicted.json()['predictions'][0]['predicted']:.4f}" in compared.stdout
+    assert uncompared.returncode == 0, uncompared.stderr
+    assert "the server has none for this dataset and size" in uncompared.stdout

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from app.cli.main import app
@@ -259,7 +260,7 @@ def test_train_checks_options_before_reading_the_file(tmp_path):
     assert "epochs must be a positive integer" in result.stderr
 
 
-def test_train_table_shows_every_cutoff_and_the_reference_comparison(log_file):
+def test_train_table_lists_cutoffs_and_comparison(log_file):
     result = invoke("train", log_file, "--format", "sasrec", "--layers", "1", "--d-model", "8", "--max-len", "10",
                     "--epochs", "1", "--device", "cpu")
 
@@ -273,7 +274,7 @@ def test_train_table_shows_every_cutoff_and_the_reference_comparison(log_file):
     assert all(line.endswith(("inside the interval", "outside the interval")) for line in comparisons)
 
 
-def test_train_json_compares_with_reference_law_only_under_its_protocol(log_file):
+def test_train_json_compares_under_reference_protocol(log_file):
     full = invoke("train", log_file, "--format", "sasrec", "--layers", "1", "--d-model", "8", "--max-len", "10",
                   "--epochs", "1", "--device", "cpu", "--json")
     sampled = invoke("train", log_file, "--format", "sasrec", "--layers", "1", "--d-model", "8", "--max-len", "10",
@@ -285,9 +286,10 @@ def test_train_json_compares_with_reference_law_only_under_its_protocol(log_file
     assert compared["error"] == pytest.approx(compared["measured"] - compared["predicted"])
     assert compared["within_interval"] == (compared["low"] <= compared["measured"] <= compared["high"])
     assert "prediction" not in json.loads(sampled.stdout)
+    assert any("full protocol only" in note for note in json.loads(sampled.stdout)["notes"])
 
 
-def test_keys_create_on_a_fresh_data_folder_exits_2_and_writes_nothing(tmp_path, monkeypatch):
+def test_keys_create_without_database_writes_nothing(tmp_path, monkeypatch):
     from app.runtime import reset_cached_state
 
     monkeypatch.delenv("PERFLAW_DATABASE_URL", raising=False)
@@ -302,7 +304,7 @@ def test_keys_create_on_a_fresh_data_folder_exits_2_and_writes_nothing(tmp_path,
     assert not (tmp_path / "fresh" / "perflaw.sqlite3").exists()
 
 
-def test_keys_create_on_a_database_without_the_schema_exits_2(tmp_path, monkeypatch):
+def test_keys_create_without_schema_exits_2(tmp_path, monkeypatch):
     import sqlite3
 
     from app.runtime import reset_cached_state
@@ -326,5 +328,52 @@ def test_keys_create_and_revoke_on_an_upgraded_database(service_env):
 
     assert created.exit_code == 0, created.output
     assert created.stdout.startswith("pl_")
+    assert "shown only this once" in created.stderr
     assert revoked.exit_code == 0, revoked.output
     assert revoked_again.exit_code == 2
+    assert "already revoked" in revoked_again.stderr
+
+
+def key_is_active(secret: str) -> bool:
+    from app import auth
+    from app.db import session_scope
+
+    with session_scope() as session:
+        return auth.tenant_for_key(session, secret) is not None
+
+
+def test_keys_revoke_with_mistyped_key_revokes_nothing(service_env):
+    secret = invoke("keys", "create", "--tenant", "team").stdout.strip()
+
+    result = invoke("keys", "revoke", secret[:8] + "not-the-rest-of-the-key")
+
+    assert result.exit_code == 2
+    assert key_is_active(secret)
+
+
+def test_keys_revoke_by_prefix(service_env):
+    secret = invoke("keys", "create", "--tenant", "team").stdout.strip()
+
+    result = invoke("keys", "revoke", secret[:8])
+
+    assert result.exit_code == 0, result.output
+    assert not key_is_active(secret)
+
+
+def test_keys_revoke_rejects_ambiguous_or_short_prefix(service_env):
+    from app.db import session_scope
+    from app.models import ApiKey
+
+    secret = invoke("keys", "create", "--tenant", "team").stdout.strip()
+    with session_scope() as session:
+        tenant_id = session.scalar(select(ApiKey.tenant_id))
+        session.add(ApiKey(tenant_id=tenant_id, key_hash="0" * 64, prefix=secret[:8]))
+
+    ambiguous = invoke("keys", "revoke", secret[:8])
+    short = invoke("keys", "revoke", "pl_")
+
+    assert ambiguous.exit_code == 2
+    assert "2 active keys start with" in ambiguous.stderr
+    assert short.exit_code == 2
+    assert "first 8 characters" in short.stderr
+    assert key_is_active(secret)

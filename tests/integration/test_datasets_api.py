@@ -45,6 +45,20 @@ def test_upload_raw_body_with_options(client):
     assert response.json()["name"] == "raw"
 
 
+def test_timestamp_column_none_keeps_file_order(client):
+    log = b"1\t10\t9\n1\t11\t3\n2\t10\t5\n"
+
+    guessed = upload(client, log, "guessed.tsv")
+    file_order = upload(client, log, "file-order.tsv", timestamp_column="none")
+
+    assert guessed.status_code == 201, guessed.text
+    assert guessed.json()["detected"]["timestamp_column"] == 2
+    assert "'none' to keep file order" in guessed.json()["warnings"][0]
+    assert file_order.status_code == 201, file_order.text
+    assert file_order.json()["detected"]["timestamp_column"] is None
+    assert file_order.json()["warnings"] == []
+
+
 def test_same_file_twice_is_one_dataset(client):
     first = upload(client, SMALL_LOG)
     second = upload(client, SMALL_LOG, filename="again.csv")

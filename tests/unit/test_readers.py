@@ -25,6 +25,8 @@ from core.readers import (
     ReadLimits,
     ReadOptions,
     ReadResult,
+    parse_column_text,
+    parse_timestamp_column_text,
     read_interactions,
 )
 
@@ -372,6 +374,19 @@ def test_timestamp_column_false_keeps_file_order(tmp_path):
     assert result.detected["timestamp_column"] is None
     assert result.dataset.timestamps is None
     assert sequences(result) == {"1": ["1", "2"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [(None, None), ("3", 3), ("ts", "ts"), ("none", False), ("NONE", False), ("nonexistent", "nonexistent")],
+)
+def test_timestamp_column_text_is_parsed(text, column):
+    assert parse_timestamp_column_text(text) == column
+    assert type(parse_timestamp_column_text(text)) is type(column)
+
+
+def test_column_text_none_is_a_name():
+    assert parse_column_text("none") == "none"
 
 
 def test_columns_by_position(tmp_path):

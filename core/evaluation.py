@@ -41,7 +41,7 @@ MAX_SCORE_ELEMENTS = 1 << 25
 def count_negatives(protocol: str) -> int | None:
     """Return the number of sampled negatives for protocol, or None for "full"."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol == "full":
         return None
     return int(protocol.removeprefix("sampled-"))

@@ -65,7 +65,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
         for name in ("n_layers", "d_model", "n_heads", "max_len", "n_items"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -137,11 +137,11 @@ class TrainConfig:
 
     def check_choices(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.metric not in METRIC_NAMES:
-            raise ValueError(f"metric must be one of {METRIC_NAMES}, got {self.metric!r}")
+            raise ValueError(f"metric must be one of {', '.join(METRIC_NAMES)}, got {self.metric!r}")
         if count_negatives(self.protocol) is not None and self.include_history:
             raise ValueError("include_history applies to the full protocol only")
 

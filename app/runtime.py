@@ -23,9 +23,10 @@ def prefer_passive_thread_waits() -> None:
     """Make idle OpenMP threads sleep rather than spin, unless OMP_WAIT_POLICY is already set.
 
     Call it before torch is imported: the OpenMP runtime reads the variable once, when it
-    loads. Spinning threads that share cores with other busy processes slow training down
-    badly. Measured on 2 cores with another process keeping one core busy: one epoch of a
-    small SASRec on ml-100k with 2 torch threads took 15 s with spinning threads and 0.29 s
-    with sleeping ones. One thread took 0.28 s. docs/benchmarks.md has the command.
+    loads. Spinning threads that share cores with a busier process slow training down
+    badly. On 2 cores, an epoch of a small SASRec on ml-100k with 2 torch threads took
+    15.2 s with spinning threads and 0.21 s with sleeping ones while a process of higher
+    priority kept one core busy. On free cores, sleeping threads cost 0.26 s against 0.16 s.
+    bench/bench_thread_waits.py measures it; docs/benchmarks.md has the table.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

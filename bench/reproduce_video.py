@@ -9,7 +9,7 @@ This script reports the test value of the best validation epoch, over all users.
 estimate the same quantity, but the published number is the more optimistic one.
 
 Usage (from the repository root; starting it again resumes):
-    nice -n 10 python bench/reproduce_video.py [--epochs 1000] [--eval-every 10] [--patience 20]
+    PERFLAW_DATA_DIR=/path/to/data nice -n 10 python bench/reproduce_video.py [--epochs 1000] [--eval-every 10] [--patience 5]
 Results go to bench/out/video_sasrec.{json,progress.jsonl,ckpt}.
 """
 
@@ -28,11 +28,13 @@ TOLERANCE = 0.02
 
 
 def parse_arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=1000, help="maximum epochs")
     parser.add_argument("--eval-every", type=int, default=10, help="epochs between validations")
     parser.add_argument(
-        "--patience", type=int, default=20, help="validations without improvement before stopping"
+        "--patience", type=int, default=5, help="validations without improvement before stopping"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

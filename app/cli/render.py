@@ -39,6 +39,14 @@ def render_profile(document: dict) -> None:
     for warning in dataset.get("warnings", []):
         stdout.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
 
+    sample_entropy = profile.get("sample_entropy") or {}
+    if sample_entropy.get("n_used") == 0 and sample_entropy.get("n_left_out"):
+        stdout.print(
+            "note: Sample Entropy is undefined for every sequence: none repeats an m-item template within r, or all "
+            "are shorter than m + 2 items (docs/entropy.md)",
+            soft_wrap=True,
+        )
+
     d_prime = profile.get("d_prime")
     if isinstance(d_prime, (int, float)) and d_prime < 0:
         stdout.print(

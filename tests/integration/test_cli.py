@@ -79,6 +79,17 @@ def test_profile_explains_negative_d_prime(log_file):
     assert "note: D' is negative" in pincus.stdout
     assert reference.exit_code == 0, reference.output
     assert "note: D' is negative" not in reference.stdout
+    assert "Sample Entropy is undefined for every sequence" in pincus.stdout
+
+
+def test_profile_with_repeated_items_has_no_sample_entropy_note(tmp_path):
+    path = tmp_path / "cycles.txt"
+    path.write_text("".join(f"{user} {step % 3}\n" for user in range(1, 21) for step in range(12)))
+
+    result = invoke("profile", path, "--format", "sasrec")
+
+    assert result.exit_code == 0, result.output
+    assert "Sample Entropy is undefined" not in result.stdout
 
 
 def test_profile_bad_row_exits_2_with_line(tmp_path):

@@ -106,7 +106,7 @@ def profile_file(path: Path, arguments: ReadArguments, values: dict, *, show_pro
 
 
 def data_for_file(path: Path, arguments: ReadArguments, max_len: int, *, show_progress: bool) -> dict:
-    """Return D' (with tokens, ApEn and the settings behind it) and the item count of a local log."""
+    """Return D' (with tokens, ApEn and the settings behind it), the item count and the read warnings of a local log."""
     result = read_file(path, arguments, show_progress=show_progress)
     params = law_profile_params(max_len)
     try:
@@ -119,6 +119,7 @@ def data_for_file(path: Path, arguments: ReadArguments, max_len: int, *, show_pr
     return {
         "dataset": path.name, "n_items": result.dataset.n_items, "tokens": tokens, "apen": apen, "d_prime": d_prime,
         "apen_variant": params.variant, "m": params.m, "r": params.r, "max_len": params.max_len,
+        "warnings": list(result.warnings),
     }
 
 

@@ -84,6 +84,12 @@ def _describe_data(data: dict) -> str:
             f" x ApEn {_format_number(data['apen'])} ({data['apen_variant']}, m={data['m']}, max_len={data['max_len']})")
 
 
+def _print_data(data: dict) -> None:
+    stdout.print(f"data: {_describe_data(data)}")
+    for warning in data.get("warnings", []):
+        stdout.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+
+
 def _interval(low, high) -> str:
     return "n/a" if low is None else f"[{low:.4f}, {high:.4f}]"
 
@@ -107,7 +113,7 @@ def render_law(document: dict) -> None:
 
 def render_predictions(document: dict) -> None:
     stdout.print(f"law: {_describe_law(document['law'])}")
-    stdout.print(f"data: {_describe_data(document['data'])}")
+    _print_data(document["data"])
     table = Table("n_layers", "d_model", document["law"]["metric"], "90% interval", "extrapolated")
     for row in document["predictions"]:
         table.add_row(str(row["n_layers"]), str(row["d_model"]), f"{row['predicted']:.4f}",
@@ -121,7 +127,7 @@ def render_plan(document: dict) -> None:
     plan = document["plan"]
     best = plan["best"]
     stdout.print(f"law: {_describe_law(document['law'])}")
-    stdout.print(f"data: {_describe_data(document['data'])}")
+    _print_data(document["data"])
     stdout.print(f"[bold]best within {plan['budget_kind']} <= {_format_number(plan['budget'])}:[/] "
                  f"{best['n_layers']} layers x d_model {best['d_model']}, predicted {plan['metric']} {best['predicted']:.4f}, "
                  f"{_format_number(best['params'])} parameters")
@@ -144,7 +150,7 @@ def render_check(document: dict) -> None:
     for warning in document["warnings"]:
         stdout.print(f"  [yellow]warning:[/] {warning}")
     stdout.print(f"law: {_describe_law(document['law'])}")
-    stdout.print(f"data: {_describe_data(document['data'])}")
+    _print_data(document["data"])
 
 
 def render_training(document: dict) -> None:

@@ -61,7 +61,7 @@ def train(
         document = _train_locally(file, read_options, model_config, train_config, show_progress=not json_output)
         if runs_out:
             _append_run(runs_out, document)
-    document["notes"] = _training_notes(document, on_server=bool(server))
+    document["notes"] = document.pop("read_warnings", []) + _training_notes(document, on_server=bool(server))
 
     if json_output:
         print_json(document)
@@ -87,7 +87,8 @@ def _train_locally(file: Path, read_options, model_config, train_config, *, show
     from core.profile import profile_dataset
     from core.training import train_and_evaluate
 
-    dataset = offline.read_file(file, read_options, show_progress=show_progress).dataset
+    read = offline.read_file(file, read_options, show_progress=show_progress)
+    dataset = read.dataset
     model_config = dataclasses.replace(model_config, n_items=dataset.n_items)
     profile_params = law_profile_params(model_config.max_len)
     tokens, apen, d_prime = data_term_of(profile_dataset(dataset, profile_params).to_dict())
@@ -99,7 +100,7 @@ def _train_locally(file: Path, read_options, model_config, train_config, *, show
             fail(f"{file}: {error}")
 
     document = {"dataset": file.name, "tokens": tokens, "apen": apen, "d_prime": d_prime,
-                "apen_variant": profile_params.variant, **result.to_dict()}
+                "apen_variant": profile_params.variant, "read_warnings": list(read.warnings), **result.to_dict()}
     prediction = _compare_with_reference_laws(document)
     if prediction:
         document["prediction"] = prediction
@@ -191,7 +192,8 @@ def _train_on_server(server: str, file: Path, read_options, model: dict, setting
     if job["status"] != "succeeded":
         fail(f"job {job['id']} {job['status']}: {job.get('error') or 'no error recorded'}", 3)
     run = client.request_json(server, "GET", f"/v1/runs/{job['result']['run_id']}")
-    return {"dataset": dataset["name"], "job_id": job["id"], **job["result"], "run": run}
+    return {"dataset": dataset["name"], "job_id": job["id"], **job["result"], "run": run,
+            "read_warnings": list(dataset.get("warnings", []))}
 
 
 def _append_run(path: Path, document: dict) -> None:

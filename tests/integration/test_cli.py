@@ -82,7 +82,7 @@ def test_profile_explains_negative_d_prime(log_file):
     assert "Sample Entropy is undefined for every sequence" in pincus.stdout
 
 
-def test_profile_with_repeated_items_has_no_sample_entropy_note(tmp_path):
+def test_profile_repeated_items_omit_note(tmp_path):
     path = tmp_path / "cycles.txt"
     path.write_text("".join(f"{user} {step % 3}\n" for user in range(1, 21) for step in range(12)))
 
@@ -176,6 +176,16 @@ def test_predict_with_law_file(log_file, law_file):
     assert all(row["low"] <= row["predicted"] <= row["high"] for row in document["predictions"])
     assert document["data"]["d_prime"] == pytest.approx(document["data"]["tokens"] * document["data"]["apen"])
     assert document["law"]["source"] == "file"
+
+
+def test_predict_shows_read_warnings(tmp_path, law_file):
+    path = tmp_path / "log.tsv"
+    path.write_text("".join(f"u{user}\t{(user + step) % 20}\t{step}\n" for user in range(40) for step in range(6)))
+
+    result = invoke("predict", path, "--layers", "2", "--d-model", "32", "--law", law_file, "--metric", "ndcg@10")
+
+    assert result.exit_code == 0, result.output
+    assert "was taken as the timestamp" in result.stdout
 
 
 def test_predict_invalid_layers_exit_2(log_file, law_file):
@@ -298,6 +308,17 @@ def test_train_json_compares_under_reference_protocol(log_file):
     assert compared["within_interval"] == (compared["low"] <= compared["measured"] <= compared["high"])
     assert "prediction" not in json.loads(sampled.stdout)
     assert any("full protocol only" in note for note in json.loads(sampled.stdout)["notes"])
+
+
+def test_train_notes_include_read_warnings(tmp_path):
+    path = tmp_path / "log.tsv"
+    path.write_text("".join(f"u{user}\t{(user + step) % 20}\t{step}\n" for user in range(40) for step in range(6)))
+
+    result = invoke("train", path, "--layers", "1", "--d-model", "8", "--max-len", "10", "--epochs", "1",
+                    "--device", "cpu", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert any("was taken as the timestamp" in note for note in json.loads(result.stdout)["notes"])
 
 
 def test_keys_create_without_database_writes_nothing(tmp_path, monkeypatch):

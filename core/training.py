@@ -36,6 +36,14 @@ import torch
 import torch.nn.functional as F
 
 from core.dataset import SequenceDataset
+from core.distributed import (
+    DataParallel,
+    average_gradients,
+    broadcast_from_main,
+    broadcast_parameters,
+    join_torchrun_group,
+    sum_over_processes,
+)
 from core.evaluation import (
     METRIC_NAMES,
     EvaluationSet,
@@ -185,6 +193,7 @@ class TrainResult:
         seeds, versions: what makes the run reproducible.
         device: torch device used, e.g. "cpu" or "cuda:0"; device_name names the hardware.
         split: user and sequence counts of the leave-one-out split.
+        world_size: processes that trained the model together (torchrun), 1 without it.
     """
 
     metrics: dict[str, float]
@@ -202,6 +211,7 @@ class TrainResult:
     device: str
     device_name: str
     split: dict[str, int]
+    world_size: int = 1
 
     def to_dict(self) -> dict:
         train_config = asdict(self.train_config)
@@ -222,6 +232,7 @@ class TrainResult:
             "device": self.device,
             "device_name": self.device_name,
             "split": dict(self.split),
+            "world_size": self.world_size,
         }
 
 
@@ -495,15 +506,30 @@ def train_one_epoch(
     config: TrainConfig,
     rng: np.random.Generator,
     device: torch.device,
+    parallel: DataParallel | None = None,
 ) -> float:
-    """Run one pass over the training sequences in random order; return the mean loss."""
+    """Run one pass over the training sequences in random order; return the mean loss.
+
+    Under data parallelism every process draws the same order and negatives, trains on
+    every world_size-th row of each batch, and averages gradients before each step. A last
+    batch with fewer rows than processes is skipped.
+    """
     model.train()
     order = rng.permutation(len(split.train_inputs))
     total_loss = torch.zeros((), device=device)
+    rows_trained = 0
 
     for start in range(0, len(order), config.batch_size):
         rows = order[start : start + config.batch_size]
+        # Drawn for the whole batch in every process, so that their generators stay equal.
         negatives = draw_batch_negatives(split, rows, config, rng, model.config.n_items)
+        if parallel is not None:
+            if len(rows) < parallel.world_size:
+                continue
+            share = slice(parallel.rank, None, parallel.world_size)
+            rows = rows[share]
+            negatives = negatives[share] if config.loss == "bce" else negatives
+
         loss = compute_batch_loss(
             model,
             split.train_inputs[rows],
@@ -514,10 +540,15 @@ def train_one_epoch(
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if parallel is not None:
+            average_gradients(model)
         optimizer.step()
         total_loss += loss.detach() * len(rows)
+        rows_trained += len(rows)
 
-    return total_loss.item() / max(len(order), 1)
+    if parallel is not None:
+        return sum_over_processes(total_loss.item()) / max(sum_over_processes(rows_trained), 1)
+    return total_loss.item() / max(rows_trained, 1)
 
 
 def encode_last_positions(
@@ -565,6 +596,21 @@ def evaluate_model(
             batch_size=config.eval_batch_size,
             device=device,
         )
+
+
+def evaluate_on_main(
+    model: CausalRecommender,
+    evaluation_set: EvaluationSet,
+    config: TrainConfig,
+    device: torch.device,
+    seed: int,
+    parallel: DataParallel | None,
+) -> dict[str, float]:
+    """Return evaluate_model's metrics; under data parallelism rank 0 evaluates and shares them."""
+    if parallel is None:
+        return evaluate_model(model, evaluation_set, config, device, seed)
+    metrics = evaluate_model(model, evaluation_set, config, device, seed) if parallel.is_main else None
+    return broadcast_from_main(metrics)
 
 
 def copy_state(value):
@@ -684,17 +730,18 @@ def run_one_epoch(
     rng: np.random.Generator,
     device: torch.device,
     progress: Progress,
+    parallel: DataParallel | None = None,
 ) -> EpochReport:
     """Train the next epoch, validate if it is due, and advance progress."""
     epoch = progress.epoch + 1
     started = time.perf_counter()
-    train_loss = train_one_epoch(model, optimizer, split, config, rng, device)
+    train_loss = train_one_epoch(model, optimizer, split, config, rng, device, parallel)
     step_seconds = time.perf_counter() - started
 
     validation = None
     if should_evaluate(epoch, config):
         seed = progress.seeds["validation_negatives"]
-        validation = evaluate_model(model, split.validation, config, device, seed)
+        validation = evaluate_on_main(model, split.validation, config, device, seed, parallel)
         record_validation(progress, epoch, validation, model, config)
 
     seconds = time.perf_counter() - started
@@ -724,14 +771,33 @@ def run_epochs(
     progress: Progress,
     on_epoch: Callable[[EpochReport], None] | None,
     on_checkpoint: Callable[[dict], None] | None,
+    parallel: DataParallel | None = None,
 ) -> None:
-    """Train until `epochs`, early stopping or cancellation, updating progress in place."""
+    """Train until `epochs`, early stopping or cancellation, updating progress in place.
+
+    Under data parallelism only rank 0 calls on_checkpoint and on_epoch, and a
+    TrainingCancelled raised there stops every process.
+    """
     while progress.epoch < config.epochs and not progress.stopped_early:
-        report = run_one_epoch(model, optimizer, split, config, rng, device, progress)
-        if on_checkpoint is not None:
-            on_checkpoint(capture_checkpoint(model, optimizer, rng, progress, config))
-        if on_epoch is not None:
-            on_epoch(report)
+        report = run_one_epoch(model, optimizer, split, config, rng, device, progress, parallel)
+        if parallel is not None and not parallel.is_main:
+            cancel_message = broadcast_from_main(None)
+            if cancel_message is not None:
+                raise TrainingCancelled(cancel_message)
+            continue
+
+        cancelled = None
+        try:
+            if on_checkpoint is not None:
+                on_checkpoint(capture_checkpoint(model, optimizer, rng, progress, config))
+            if on_epoch is not None:
+                on_epoch(report)
+        except TrainingCancelled as error:
+            cancelled = error
+        if parallel is not None:
+            broadcast_from_main(None if cancelled is None else str(cancelled) or "cancelled")
+        if cancelled is not None:
+            raise cancelled
 
 
 def describe_device(device: torch.device) -> str:
@@ -789,10 +855,15 @@ def train_and_evaluate(
             train on, the device is unavailable,
             or resume_from does not match the configs.
         TrainingCancelled: when on_epoch raises it.
+
+    Started by torchrun with more than one process, every process calls this function with
+    the same arguments and they train one model data-parallel (core.distributed). Only rank
+    0 calls on_epoch and on_checkpoint, and every process returns the same result.
     """
     check_inputs(dataset, model_config, train_config)
     if resume_from is not None:
         check_checkpoint_matches(resume_from, model_config, train_config)
+    parallel = join_torchrun_group(train_config.device)
     device = resolve_device(train_config.device)
 
     with limit_threads(train_config.num_threads):
@@ -804,21 +875,21 @@ def train_and_evaluate(
                 "no sequence leaves 2 or more training items after the validation and test "
                 "items are held out, so there is nothing to train on"
             )
-        # NOTE: training runs in one process on one device. Multi-GPU training would start
-        # here under torchrun: wrap the model in DistributedDataParallel, give each rank a
-        # disjoint slice of every epoch's permutation, and checkpoint on rank 0 only.
         model = build_model(model_config).to(device)
+        if parallel is not None:
+            broadcast_parameters(model)
         optimizer = build_optimizer(model, train_config)
         progress = Progress(seeds=seeds)
         if resume_from is not None:
             progress = restore_checkpoint(resume_from, model, optimizer, rng)
 
         run_epochs(
-            model, optimizer, split, train_config, rng, device, progress, on_epoch, on_checkpoint
+            model, optimizer, split, train_config, rng, device, progress, on_epoch, on_checkpoint,
+            parallel,
         )
         model.load_state_dict(progress.best_model)
         test_seed = progress.seeds["test_negatives"]
-        test_metrics = evaluate_model(model, split.test, train_config, device, test_seed)
+        test_metrics = evaluate_on_main(model, split.test, train_config, device, test_seed, parallel)
 
     return TrainResult(
         metrics=test_metrics,
@@ -840,4 +911,5 @@ def train_and_evaluate(
         device=str(device),
         device_name=describe_device(device),
         split=split.describe(),
+        world_size=1 if parallel is None else parallel.world_size,
     )

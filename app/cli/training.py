@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,12 +54,17 @@ def train(
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "loss": loss, "patience": patience,
                 "eval_every": eval_every, "protocol": protocol, "seed": seed, "device": device}
     model_config, train_config = _check_configs(model, settings)
+    # Under torchrun every process runs this command; rank 0 alone shows progress and output.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    show_progress = not json_output and main_process
 
     if server:
         del settings["device"]
-        document = _train_on_server(server, file, read_options, model, settings, show_progress=not json_output)
+        document = _train_on_server(server, file, read_options, model, settings, show_progress=show_progress)
     else:
-        document = _train_locally(file, read_options, model_config, train_config, show_progress=not json_output)
+        document = _train_locally(file, read_options, model_config, train_config, show_progress=show_progress)
+        if not main_process:
+            return
         if runs_out:
             _append_run(runs_out, document)
     document["notes"] = document.pop("read_warnings", []) + _training_notes(document, on_server=bool(server))

@@ -100,7 +100,7 @@ def test_resume_reports_remaining_epochs_only():
     assert epochs_seen == [5, 6]
 
 
-def test_resume_with_a_lower_epoch_limit_ends_the_run_at_once():
+def test_resume_lower_epoch_limit_ends_run():
     dataset = from_sequences(cyclic_sequences())
     checkpoints = []
     train_and_evaluate(dataset, tiny_model(), tiny_training(epochs=6), on_checkpoint=checkpoints.append)
@@ -119,7 +119,7 @@ def test_resume_with_a_lower_epoch_limit_ends_the_run_at_once():
     assert resumed.metrics == four_epochs.metrics
 
 
-def test_resume_with_a_higher_epoch_limit_continues_the_run():
+def test_resume_higher_epoch_limit_continues():
     dataset = from_sequences(cyclic_sequences())
     checkpoints = []
     train_and_evaluate(dataset, tiny_model(), tiny_training(epochs=4), on_checkpoint=checkpoints.append)

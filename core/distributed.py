@@ -76,10 +76,10 @@ def broadcast_from_main(value):
     return holder[0]
 
 
-def sum_over_processes(value: float) -> float:
-    """Return the sum of value over all processes."""
-    total = torch.tensor([value], dtype=torch.float64)
+def sum_over_processes(*values: float) -> list[float]:
+    """Return the sum of each value over all processes, in one all-reduce."""
+    totals = torch.tensor(values, dtype=torch.float64)
     if dist.get_backend() == "nccl":
-        total = total.cuda()
-    dist.all_reduce(total)
-    return float(total.item())
+        totals = totals.cuda()
+    dist.all_reduce(totals)
+    return totals.tolist()

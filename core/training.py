@@ -546,9 +546,10 @@ def train_one_epoch(
         total_loss += loss.detach() * len(rows)
         rows_trained += len(rows)
 
+    loss_sum, rows = total_loss.item(), rows_trained
     if parallel is not None:
-        return sum_over_processes(total_loss.item()) / max(sum_over_processes(rows_trained), 1)
-    return total_loss.item() / max(rows_trained, 1)
+        loss_sum, rows = sum_over_processes(loss_sum, rows)
+    return loss_sum / max(rows, 1)
 
 
 def encode_last_positions(

@@ -52,14 +52,13 @@ def train(
     read_options = _read_arguments(format, separator, header, user_column, item_column, timestamp_column)
     model = {"arch": arch, "n_layers": layers, "d_model": d_model, "n_heads": n_heads, "max_len": max_len, "dropout": dropout}
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "loss": loss, "patience": patience,
-                "eval_every": eval_every, "protocol": protocol, "seed": seed, "device": device}
-    model_config, train_config = _check_configs(model, settings)
+                "eval_every": eval_every, "protocol": protocol, "seed": seed}
+    model_config, train_config = _check_configs(model, {**settings, "device": device})
     # Under torchrun every process runs this command; rank 0 alone shows progress and output.
     main_process = int(os.environ.get("RANK", "0")) == 0
     show_progress = not json_output and main_process
 
     if server:
-        del settings["device"]
         document = _train_on_server(server, file, read_options, model, settings, show_progress=show_progress)
     else:
         document = _train_locally(file, read_options, model_config, train_config, show_progress=show_progress)
@@ -67,7 +66,7 @@ def train(
             return
         if runs_out:
             _append_run(runs_out, document)
-    document["notes"] = document.pop("read_warnings", []) + _training_notes(document, on_server=bool(server))
+    document["notes"].extend(_training_notes(document, on_server=bool(server)))
 
     if json_output:
         print_json(document)
@@ -90,6 +89,7 @@ def _check_configs(model: dict, settings: dict):
 
 
 def _train_locally(file: Path, read_options, model_config, train_config, *, show_progress: bool) -> dict:
+    """Train on this machine; return the result document, with the file's read warnings as its first notes."""
     from core.profile import profile_dataset
     from core.training import train_and_evaluate
 
@@ -106,7 +106,7 @@ def _train_locally(file: Path, read_options, model_config, train_config, *, show
             fail(f"{file}: {error}")
 
     document = {"dataset": file.name, "tokens": tokens, "apen": apen, "d_prime": d_prime,
-                "apen_variant": profile_params.variant, "read_warnings": list(read.warnings), **result.to_dict()}
+                "apen_variant": profile_params.variant, "notes": list(read.warnings), **result.to_dict()}
     prediction = _compare_with_reference_laws(document)
     if prediction:
         document["prediction"] = prediction
@@ -183,6 +183,7 @@ class _epoch_progress:
 
 
 def _train_on_server(server: str, file: Path, read_options, model: dict, settings: dict, *, show_progress: bool) -> dict:
+    """Run the training as a server job; return the result document, with the upload's warnings as its first notes."""
     dataset = client.upload_file(server, file, read_options)
     jobs = client.request_json(server, "POST", f"/v1/datasets/{dataset['id']}/verification-runs",
                                json={"configs": [model], "train": settings})
@@ -199,7 +200,7 @@ def _train_on_server(server: str, file: Path, read_options, model: dict, setting
         fail(f"job {job['id']} {job['status']}: {job.get('error') or 'no error recorded'}", 3)
     run = client.request_json(server, "GET", f"/v1/runs/{job['result']['run_id']}")
     return {"dataset": dataset["name"], "job_id": job["id"], **job["result"], "run": run,
-            "read_warnings": list(dataset.get("warnings", []))}
+            "notes": list(dataset.get("warnings", []))}
 
 
 def _append_run(path: Path, document: dict) -> None:
